@@ -479,14 +479,32 @@ def train(cfg: TrainingConfig) -> dict:
     accelerator.log({"val/loss": val_loss}, step=step)
     state_dict = accelerator.get_state_dict(model)
     if main:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(run_dir, state_dict=state_dict, safe_serialization=True)
+        save_final_model(accelerator.unwrap_model(model), state_dict, run_dir)
         tokenizer.save_pretrained(run_dir)
         _write_json_atomic(run_dir / "final.json", final)
         log(f"{name}: finished {step} steps, validation loss {val_loss:.4f} -> {run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def save_final_model(model, state_dict: dict, run_dir: Path) -> None:
+    """``save_pretrained`` of the trained weights (``state_dict``, gathered from every process)
+    with the code and ``auto_map`` of ``L2LForCausalLM``.
+
+    FSDP2's ``fully_shard`` swaps the model's class in place for a subclass that torch creates in
+    its ``_fsdp_init`` module, and ``unwrap_model`` cannot undo that: saved as it is, the folder's
+    ``auto_map`` named ``_fsdp_init.FSDPL2LForCausalLM`` and held copies of torch's FSDP files
+    instead of our modeling code, so remote-code loading failed. The weights are written through
+    an unsharded skeleton of the plain class instead (on the meta device: no memory, no init)."""
+    from modeling_l2l import L2LForCausalLM
+
+    if type(model) is not L2LForCausalLM:
+        with torch.device("meta"):
+            plain = L2LForCausalLM(model.config)
+        plain.generation_config = model.generation_config
+        model = plain
+    model.save_pretrained(run_dir, state_dict=state_dict, safe_serialization=True)
 
 
 def clip_gradients(accelerator, model, max_norm: float | None) -> torch.Tensor:
