@@ -108,3 +108,25 @@ def test_fsdp2_on_two_cpu_processes_trains_and_resumes_what_one_process_does(
         assert not list(run.glob("_fsdp*.py"))
         model = AutoModelForCausalLM.from_pretrained(run)
         assert type(model).__name__ == "L2LForCausalLM"
+
+
+def test_fsdp2_bf16_mixed_precision_follows_one_process_in_bf16(tmp_path, tokenizer_dir,
+                                                                data_dir):
+    """bf16: the trainer's FSDP2 policy (bf16 compute, fp32 gradient reduction, fp32 sharded
+    master weights) against one process under bf16 autocast. The two round differently (bf16
+    parameters against autocast's bf16 matmul inputs), so the losses agree to bf16 precision,
+    not bit for bit."""
+    bf16 = "precision.mixed_precision=bf16"
+    single = train(tiny_config(tokenizer_dir, data_dir, tmp_path / "one", bf16, steps=6))
+    config = tmp_path / "bf16.yaml"
+    tiny_config(tokenizer_dir, data_dir, tmp_path / "two", bf16, steps=6).to_yaml(config)
+    launch_fsdp2(tmp_path, config)
+    final = json.loads((tmp_path / "two" / "tiny" / "final.json").read_text())
+    assert final["distributed_type"] == "FSDP"
+    assert final["final_val_loss"] == pytest.approx(single["final_val_loss"], rel=1e-3)
+    losses = [[json.loads(line)["loss"] for line in
+               (tmp_path / name / "tiny" / "metrics.jsonl").read_text().splitlines()
+               if "loss" in json.loads(line)] for name in ("one", "two")]
+    assert len(losses[0]) == 6 and losses[1] == pytest.approx(losses[0], rel=2e-3)
+    weights = load_file(str(tmp_path / "two" / "tiny" / "model.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())  # fp32 master weights saved
