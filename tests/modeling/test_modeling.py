@@ -276,6 +276,28 @@ def test_no_split_modules_for_device_maps(tiny_model):
     assert tiny_model.supports_gradient_checkpointing
 
 
+def test_device_map_auto_offloads_whole_layers_with_identical_logits(tmp_path):
+    """``device_map="auto"`` with too little memory for the model: accelerate places whole
+    decoder layers (``_no_split_modules``) on the CPU and offloads the rest to disk, and the
+    dispatched model computes the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = L2LForCausalLM(tiny_config(num_hidden_layers=4)).eval()
+    model.save_pretrained(tmp_path / "model")
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    dispatched = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "model", device_map="auto", max_memory={"cpu": size // 2},
+        offload_folder=str(tmp_path / "offload"))
+    placement = dispatched.hf_device_map
+    assert {"cpu", "disk"} <= set(placement.values())
+    assert not [name for name in placement if name.startswith("model.layers.")
+                and name.count(".") > 2]  # never a part of a layer
+    ids = torch.randint(0, 96, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(dispatched(ids).logits, model(ids).logits)
+
+
 def test_compiles_without_graph_breaks(tiny_model):
     # backend="eager" runs dynamo's tracing (where graph breaks happen) without code generation
     compiled = torch.compile(tiny_model, fullgraph=True, backend="eager")
