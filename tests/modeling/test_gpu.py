@@ -1,4 +1,5 @@
-"""CUDA checks (skipped without a GPU): bf16 kernels, SDPA against eager, MFU by device name."""
+"""CUDA checks (skipped without a GPU): bf16 kernels, SDPA against eager and flash attention,
+MFU by device name."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ def test_mfu_uses_the_device_table(tiny_model):
     if peak is None:
         pytest.skip(f"{torch.cuda.get_device_name()} is not in the peak FLOP/s table")
     assert model.estimate_mfu(1e6) == pytest.approx(1e6 * model.num_flops_per_token() / peak)
+
+
+def test_flash_attention_agrees_with_sdpa_in_bfloat16_on_gpu():
+    from transformers.utils import is_flash_attn_2_available
+
+    if not is_flash_attn_2_available():
+        pytest.skip("the flash-attn package is not installed")
+    torch.manual_seed(0)
+    sdpa = L2LForCausalLM(tiny_config(attn_implementation="sdpa")).to("cuda", torch.bfloat16)
+    flash = L2LForCausalLM(tiny_config(attn_implementation="flash_attention_2"))
+    flash = flash.to("cuda", torch.bfloat16)
+    flash.load_state_dict(sdpa.state_dict())
+    ids = torch.randint(0, 96, (2, 32), device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(flash(ids).logits, sdpa(ids).logits, rtol=2e-2, atol=2e-2)

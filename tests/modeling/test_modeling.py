@@ -169,17 +169,18 @@ def test_left_padding_matches_unpadded(tiny_model):
     torch.testing.assert_close(left, plain, rtol=1e-5, atol=1e-5)
 
 
-def test_sdpa_and_eager_agree():
+@pytest.mark.parametrize("other", ["eager", "flex_attention"])
+def test_sdpa_and_other_attention_implementations_agree(other):
+    """Every implementation the model declares (``_supports_*``) that runs on a CPU; flash
+    attention needs a GPU (tests/modeling/test_gpu.py)."""
     torch.manual_seed(0)
     sdpa = L2LForCausalLM(tiny_config(attn_implementation="sdpa")).eval()
-    eager = L2LForCausalLM(tiny_config(attn_implementation="eager")).eval()
-    eager.load_state_dict(sdpa.state_dict())
-    assert (
-        sdpa.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
-    )
+    second = L2LForCausalLM(tiny_config(attn_implementation=other)).eval()
+    second.load_state_dict(sdpa.state_dict())
+    assert (sdpa.config._attn_implementation, second.config._attn_implementation) == ("sdpa", other)
     ids = torch.randint(0, 96, (2, 20))
     with torch.no_grad():
-        torch.testing.assert_close(sdpa(ids).logits, eager(ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(sdpa(ids).logits, second(ids).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_output_hidden_states_and_attentions():
