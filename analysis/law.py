@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+)
 from scipy.special import ndtri  # the standard normal quantile (scipy.stats imports in ~2 s)
 
 from .laws import get_form
@@ -305,6 +310,15 @@ class Law(
                 f"not an l2l law file (l2l_law_format {data.get('l2l_law_format')!r}, "
                 f"expected {FORMAT_VERSION})"
             )
+        try:
+            return cls._from_fields(data, samples)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"malformed l2l law config: missing or ill-typed field {error}"
+            ) from None
+
+    @classmethod
+    def _from_fields(cls, data: dict, samples: np.ndarray | None) -> Law:
         spec = get_form(data["form"])
         params = {p: float(data["params"][p]) for p in spec.params}
         return cls(
@@ -422,8 +436,35 @@ class Law(
 
 
 def load_law(path_or_repo_id: str | os.PathLike, **kwargs) -> Law:
-    """Read a law saved with ``save_pretrained`` from a folder or a Hub repository id."""
-    return Law.from_pretrained(path_or_repo_id, **kwargs)
+    """Read a law saved with ``save_pretrained`` from a folder or a Hub repository id.
+
+    Whatever goes wrong (no such folder or repository, the Hub unreachable, a config.json that is
+    not JSON or not a law) is a ValueError naming the source."""
+    source = str(path_or_repo_id)
+    if os.path.exists(source) and not os.path.isdir(source):
+        raise ValueError(
+            f"{source!r} is a file; a saved law is the folder holding {CONFIG_NAME} "
+            f"(written by save_pretrained or python -m analysis fit --out)"
+        )
+    try:
+        return Law.from_pretrained(source, **kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source!r}: {CONFIG_NAME} is not valid JSON ({error})") from None
+    except HFValidationError:  # neither a local folder nor a well-formed repository id
+        raise ValueError(
+            f"no saved law at {source!r}: no such folder, and not a Hub repository id"
+        ) from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        if os.path.isdir(source):
+            raise
+        raise ValueError(
+            f"no saved law at {source!r}: no such folder here, and none could be downloaded "
+            f"from the Hub ({type(error).__name__}: {error})"
+        ) from None
+    except ValueError as error:  # not a law, malformed fields: say which source
+        if source in str(error):
+            raise
+        raise ValueError(f"{source!r}: {error}") from None
 
 
 def _mixture_quantiles(
@@ -483,6 +524,8 @@ def _read_samples(path: str, params: tuple[str, ...]) -> np.ndarray:
         rows = list(csv.reader(f))
     if not rows or tuple(rows[0]) != tuple(params):
         raise ValueError(f"{path}: bootstrap samples header {rows[:1]} does not match {params}")
-    return np.array([[float(v) for v in row] for row in rows[1:]], dtype=float).reshape(
-        -1, len(params)
-    )
+    try:
+        values = [[float(v) for v in row] for row in rows[1:]]
+        return np.array(values, dtype=float).reshape(-1, len(params))
+    except ValueError as error:
+        raise ValueError(f"{path}: malformed bootstrap samples ({error})") from None

@@ -170,6 +170,34 @@ def test_load_rejects_what_is_not_a_law(tmp_path):
         load_law(tmp_path / "empty")
 
 
+def test_load_errors_name_the_source(tmp_path):
+    """A mistyped folder, a file, broken JSON, missing fields or samples: a ValueError naming
+    the source, never huggingface_hub's or json's traceback (python -m analysis predict)."""
+    with pytest.raises(ValueError, match="no saved law at .*no such folder, and not a Hub repo"):
+        load_law(tmp_path / "no_such_law")  # an absolute path is no repository id
+    with pytest.raises(ValueError, match="'nobody/no-such-law': no such folder here, and none"):
+        load_law("nobody/no-such-law", local_files_only=True)  # a repository id, not cached
+    (tmp_path / "law.json").write_text("{}")
+    with pytest.raises(ValueError, match="is a file; a saved law is the folder"):
+        load_law(tmp_path / "law.json")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"l2l_law_format": 1, "form": ')
+    with pytest.raises(ValueError, match="broken'.*config.json is not valid JSON"):
+        load_law(broken)
+    (broken / "config.json").write_text(
+        json.dumps({"l2l_law_format": 1, "form": "chinchilla", "params": {"A": 1.0}})
+    )
+    with pytest.raises(ValueError, match="broken'.*malformed l2l law config.*'B'"):
+        load_law(broken)
+    inputs, y = _sweep()
+    bootstrap(fit_law("chinchilla", inputs, y), inputs, y, n_resamples=3).save_pretrained(broken)
+    text = (broken / "bootstrap.csv").read_text().splitlines()
+    (broken / "bootstrap.csv").write_text("\n".join([text[0], "1,2,x,4,5"]))
+    with pytest.raises(ValueError, match="bootstrap.csv: malformed bootstrap samples"):
+        load_law(broken)
+
+
 PUSH_SCRIPT = textwrap.dedent(
     """
     import json, sys
