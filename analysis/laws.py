@@ -131,7 +131,7 @@ class Form:
             if bad.any():
                 raise ValueError(
                     f"form {self.name!r} takes the logarithm of input {name!r}, but it has "
-                    f"{int(bad.sum())} non-positive value(s), e.g. {x[name][bad][0]!r}"
+                    f"{int(bad.sum())} non-positive value(s), e.g. {float(x[name][bad][0])!r}"
                 )
 
     # --- variable projection ----------------------------------------------------------------
@@ -414,7 +414,8 @@ class LossToLoss(Form):
     def check_domain(self, x):
         bad = ~(x["L"] >= 0)
         if bad.any():
-            raise ValueError(f"loss_to_loss input 'L' must be a loss >= 0; got {x['L'][bad][0]!r}")
+            first = float(x["L"][bad][0])
+            raise ValueError(f"loss_to_loss input 'L' must be a loss >= 0; got {first!r}")
 
     def default_bounds(self, x, y):
         # E_x stays strictly below the smallest x-loss: every point then informs the fit.

@@ -157,7 +157,7 @@ def make_problem(form, inputs, target, *, objective=None, fixed=None, bounds=Non
         if bad.any():
             raise ValueError(
                 f"objective {objective.name!r} takes log(target), but the target has "
-                f"{int(bad.sum())} non-positive value(s), e.g. {y[bad][0]!r}"
+                f"{int(bad.sum())} non-positive value(s), e.g. {float(y[bad][0])!r}"
             )
     else:
         x["target"] = y
@@ -233,6 +233,8 @@ def _finite_number(value, what: str) -> float:
 
 
 def _vector(what: str, values) -> np.ndarray:
+    if np.iscomplexobj(values):  # numpy would silently drop the imaginary part
+        raise ValueError(f"{what} must be real numbers, got complex values")
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as error:
@@ -263,7 +265,7 @@ def _log_ols_data(spec: Form, loss, y, fixed) -> dict[str, np.ndarray]:
         if bad.any():
             raise ValueError(
                 f"log_ols takes log({what} - E): {int(bad.sum())} point(s) are not above the fixed "
-                f"E={e!r} (e.g. {values[bad][0]!r}); the fit is impossible"
+                f"E={e!r} (e.g. {float(values[bad][0])!r}); the fit is impossible"
             )
     return {"log_excess": np.log(loss - e_x), "log_target_excess": np.log(y - e_y)}
 

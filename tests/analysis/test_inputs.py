@@ -39,8 +39,12 @@ def _fit(form="chinchilla", inputs=None, target=None, **kwargs):
             lambda: _fit(inputs={"N": np.where(np.arange(8) == 0, np.inf, N), "D": D}),
             "input 'N' has 1 NaN or infinite",
         ),
-        (lambda: _fit(inputs={"N": -N, "D": D}), "logarithm of input 'N'.*8 non-positive"),
-        (lambda: _fit(target=-Y), "takes log\\(target\\).*non-positive"),
+        # the offending value as a plain number, not numpy's repr "np.float64(-...)"
+        (lambda: _fit(inputs={"N": -N, "D": D}), r"input 'N'.*8 non-positive value\(s\), e.g. -1"),
+        (lambda: _fit(target=-Y), r"takes log\(target\).*non-positive value\(s\), e.g. -\d"),
+        (lambda: fit_law("loss_to_loss", {"L": -Y}, Y), r"must be a loss >= 0; got -\d"),
+        # numpy would silently drop the imaginary part
+        (lambda: _fit(inputs={"N": N + 1j, "D": D}), "input 'N' must be real numbers"),
         (
             lambda: _fit(inputs={"N": N[:4], "D": D[:4]}, target=Y[:4]),
             "4 point\\(s\\) cannot determine 5 free parameter",
