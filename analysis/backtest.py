@@ -394,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_backtest(args.testbeds, args.data_root, resamples=args.resamples,
                                level=args.level, seed=args.seed)  # fmt: skip
-    except (FileNotFoundError, ValueError, TestbedUnavailableError) as error:
+    except TestbedUnavailableError as error:
+        print(f"error: {error}\n(here: --data-root FOLDER, the folder holding l2l/, gadre/, "
+              "ladder/ and chinchilla/)", file=sys.stderr)  # fmt: skip
+        return 1
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     out = Path(args.out)

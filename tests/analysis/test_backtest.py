@@ -108,6 +108,19 @@ def test_bad_arguments(tmp_path):
                  "--out", str(tmp_path / "out")]) == 1  # fmt: skip
 
 
+def test_offline_error_names_this_commands_option(monkeypatch, capsys):
+    """The download error suggests `--data` (reproduce's option); backtest's is --data-root."""
+    import analysis.backtest as backtest
+    from analysis.testbeds import TestbedUnavailableError
+
+    def offline(*args, **kwargs):
+        raise TestbedUnavailableError("could not download sweep.csv (offline)")
+
+    monkeypatch.setattr(backtest, "run_backtest", offline)
+    assert main(["--testbeds", "l2l"]) == 1
+    assert "--data-root FOLDER, the folder holding l2l/" in capsys.readouterr().err
+
+
 def test_cli_on_the_papers_chinchilla_points(tmp_path, capsys):
     root = shared_path("chinchilla").parent
     assert main(["--testbeds", "chinchilla", "--data-root", str(root), "--out", str(tmp_path),
