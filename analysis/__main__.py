@@ -10,9 +10,12 @@
 Inputs are read from the table's columns named like the form's inputs (N, D, C, M, L) unless
 mapped with ``--input NAME=COLUMN``. The table is a CSV, JSONL or Parquet file with one row per run,
 or tidy (run, dataset, N, D, C, metric, value) rows, as ``python -m evaluation`` writes them,
-which are pivoted to one column per metric (``--target val_loss``). Predictions are a tidy CSV: the inputs, ``prediction`` and, when
-the law has bootstrap samples or a covariance, ``lower`` and ``upper``: the interval of the law
-(``--interval confidence``, the default) or of a new run (``--interval prediction``).
+which are pivoted to one column per metric (``--target val_loss``). Text in a numeric column, or a
+missing value, is an error naming the column and the rows; ``--dropna`` leaves rows with missing
+values out instead (and says how many). Predictions are a tidy CSV: the inputs, ``prediction``
+and, when the law has bootstrap samples or a covariance, ``lower`` and ``upper``: the interval of
+the law (``--interval confidence``, the default) or of a new run (``--interval prediction``).
+``python -m analysis fit --help`` lists the forms with their inputs and parameters.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ def _floats(items: list[str], what: str) -> dict[str, float]:
     return out
 
 
-def _columns(frame: pd.DataFrame, names, mapping: dict[str, str], where: str) -> dict:
+def _input_columns(frame: pd.DataFrame, names, mapping: dict[str, str], where: str) -> dict:
+    """The table column of each input of the law (``--input NAME=COLUMN``, else NAME itself)."""
     unknown = [k for k in mapping if k not in names]
     if unknown:
         raise ValueError(f"--input names {unknown} are not inputs of this law ({', '.join(names)})")
@@ -70,8 +74,48 @@ def _columns(frame: pd.DataFrame, names, mapping: dict[str, str], where: str) ->
                 f"{where} has no column {column!r} for input {name!r}; map one with "
                 f"--input {name}=COLUMN (columns: {', '.join(map(str, frame.columns))})"
             )
-        columns[name] = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+        columns[name] = column
     return columns
+
+
+def _rows(frame: pd.DataFrame, mask: np.ndarray) -> str:
+    """The rows of ``mask``, the first five named: by run where the table has a run column, else
+    by 1-based data row of the file (the header not counted)."""
+    if "run" in frame.columns:
+        kind, labels = "run", frame["run"][mask].astype(str).tolist()
+    else:
+        kind, labels = "data row", [str(i + 1) for i in frame.index[mask]]
+    more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+    return f"{kind}{'s' if len(labels) > 1 else ''} {', '.join(labels[:5])}{more}"
+
+
+def _numeric(frame: pd.DataFrame, columns: dict[str, str], where: str, dropna: bool):
+    """Each role's column as floats ({role: array}) and the rows kept. Text in a numeric column
+    is always an error; a missing (empty, NaN) value is an error unless ``dropna``, which leaves
+    its row out."""
+    values, missing = {}, np.zeros(len(frame), bool)
+    for role, column in columns.items():
+        raw = frame[column]
+        number = pd.to_numeric(raw, errors="coerce")
+        text = number.isna() & raw.notna()
+        if text.any():
+            first = raw[text].iloc[0]
+            raise ValueError(
+                f"{where}: column {column!r} ({role}) has {int(text.sum())} value(s) that are not "
+                f"numbers, e.g. {first!r} ({_rows(frame, text.to_numpy())})"
+            )
+        number = number.to_numpy(float)
+        gap = ~np.isfinite(number)
+        if gap.any() and not dropna:
+            raise ValueError(
+                f"{where}: column {column!r} ({role}) has {int(gap.sum())} missing or infinite "
+                f"value(s) ({_rows(frame, gap)}); pass --dropna to leave such rows out"
+            )
+        values[role], missing = number, missing | gap
+    keep = ~missing
+    if not keep.any():
+        raise ValueError(f"{where}: no row has every needed column ({', '.join(columns.values())})")
+    return {role: v[keep] for role, v in values.items()}, keep
 
 
 def _pivot_tidy(frame: pd.DataFrame, path: str) -> pd.DataFrame:
@@ -97,12 +141,16 @@ def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
     if not Path(path).is_file():
         raise ValueError(f"no such table file: {path}")
     suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        frame = pd.read_json(path, lines=suffix == ".jsonl")
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_csv(path)
+    kind = {".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}.get(suffix, "CSV")
+    try:
+        if suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=suffix == ".jsonl")
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except (ValueError, OSError, ImportError) as error:  # pandas' messages do not name the file
+        raise ValueError(f"could not read {path} as a {kind} table: {error}") from None
     if {"metric", "value"} <= set(frame.columns):
         frame = _pivot_tidy(frame, path)
     for column, value in where.items():
@@ -116,11 +164,27 @@ def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
 
 def cmd_fit(args) -> int:
     form = get_form(args.form)
+    if args.extrapolate_to is not None:  # checked before a possibly long fit and bootstrap
+        if not args.plot:
+            raise ValueError("--extrapolate-to extends the figure: give --plot FILE.png too")
+        if form.inputs[0] in ("N", "C") and not args.extrapolate_to > 0:
+            raise ValueError("--extrapolate-to is a compute C in FLOPs here: it must be > 0")
     frame = _read_table(args.csv, _pairs(args.where, "--where"))
     if args.target not in frame.columns:
-        raise ValueError(f"{args.csv} has no target column {args.target!r}")
-    inputs = _columns(frame, form.inputs, _pairs(args.input, "--input"), args.csv)
-    target = pd.to_numeric(frame[args.target], errors="coerce").to_numpy(float)
+        raise ValueError(
+            f"{args.csv} has no target column {args.target!r} "
+            f"(columns: {', '.join(map(str, frame.columns))})"
+        )
+    columns = _input_columns(frame, form.inputs, _pairs(args.input, "--input"), args.csv)
+    values, keep = _numeric(
+        frame, {**{f"input {k}": c for k, c in columns.items()}, "target": args.target},
+        args.csv, args.dropna,
+    )  # fmt: skip
+    if not keep.all():
+        print(f"left out {int((~keep).sum())} row(s) with a missing value (--dropna)")
+        frame = frame[keep]
+    inputs = {name: values[f"input {name}"] for name in form.inputs}
+    target = values["target"]
     objective = None
     if args.objective or args.reduction or args.delta:
         objective = Objective(
@@ -132,8 +196,11 @@ def cmd_fit(args) -> int:
     for name, value in _pairs(args.bound, "--bound").items():
         lo, sep, hi = value.partition(":")
         if not sep:
-            raise ValueError(f"--bound {name} must look like NAME=LOW:HIGH, got {value!r}")
-        bounds[name] = (float(lo) if lo else -np.inf, float(hi) if hi else np.inf)
+            raise ValueError(f"--bound must look like NAME=LOW:HIGH, got {name}={value}")
+        try:
+            bounds[name] = (float(lo) if lo else -np.inf, float(hi) if hi else np.inf)
+        except ValueError:
+            raise ValueError(f"--bound {name}={value}: LOW and HIGH must be numbers") from None
     metadata = {"csv": Path(args.csv).name, "target": args.target, "where": args.where or []}
     law = fit_law(
         form.name,
@@ -162,6 +229,12 @@ def cmd_fit(args) -> int:
         )
     print(law.summary())
     if args.bootstrap:
+        info = law.bootstrap_info
+        print(
+            f"bootstrap: {len(law.samples)} of {info['n_resamples']} resamples refitted "
+            f"({info['n_failed']} could not be fitted, {info['n_unconverged']} did not converge)"
+            + (f", resampling {info['n_groups']} groups of {args.group}" if args.group else "")
+        )
         for name, (lo, hi) in law.param_intervals(args.level).items():
             print(f"  {name:>8s} {args.level:.0%} interval [{lo:.6g}, {hi:.6g}]")
     if args.out:
@@ -178,6 +251,8 @@ def cmd_fit(args) -> int:
             extrapolate_to=args.extrapolate_to,
             level=args.level,
             interval=args.interval,
+            ylabel=args.target,
+            xlabel=" = ".join(dict.fromkeys((form.inputs[0], columns[form.inputs[0]]))),
         )
         print(f"figure written to {args.plot}")
     if args.push_to_hub:
@@ -192,7 +267,10 @@ def cmd_predict(args) -> int:
         raise ValueError("give exactly one of --csv FILE or --at NAME=VALUE,...")
     if args.csv:
         frame = _read_table(args.csv, {})
-        inputs = _columns(frame, names, _pairs(args.input, "--input"), args.csv)
+        columns = _input_columns(frame, names, _pairs(args.input, "--input"), args.csv)
+        roles = {f"input {k}": c for k, c in columns.items()}
+        values, _ = _numeric(frame, roles, args.csv, dropna=False)
+        inputs = {name: values[f"input {name}"] for name in names}
     else:
         points = [_floats([point], "--at") for point in args.at]
         for point in points:
@@ -213,46 +291,218 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _level(text: str) -> float:
+    try:
+        level = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, e.g. 0.9; got {text}")
+    return level
 
-    fit = commands.add_parser("fit", help="fit a law to a CSV of runs")
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {count}")
+    return count
+
+
+def _forms_table() -> str:
+    rows = [
+        f"  {name:<14s}{spec.formula:<53s}{', '.join(spec.inputs):<7s}{', '.join(spec.params)}"
+        for name, spec in FORMS.items()
+    ]
+    return "\n".join([f"  {'form':<14s}{'law':<53s}{'inputs':<7s}parameters", *rows])
+
+
+FIT_DESCRIPTION = f"""\
+Fit a scaling law to a table of runs (one row per run), print its parameters with standard
+errors, and optionally save it, bootstrap it, plot it and push it to the Hub.
+
+Forms (each input is a column of the table, named like the input or mapped with --input):
+{_forms_table()}
+
+N: parameters, D: training tokens, C: training FLOPs, M: tokens per parameter D/N,
+L: a loss (of the same models) that predicts the target. The loss laws are fitted in log space by
+default (objective huber_log: Huber loss, delta 1e-3, on log(target) - log(law), the mean over
+points); loss_to_error and sigmoid by least squares.
+"""
+
+FIT_EXAMPLES = """\
+examples:
+  # Chinchilla law of val_loss, columns params and tokens, runs of one corpus, 200 bootstrap
+  # resamples, saved, plotted up to 1e22 FLOPs with the 90% interval of a new run:
+  python -m analysis fit sweep.csv --form chinchilla --target val_loss \\
+      --input N=params --input D=tokens --where data=fineweb-100b \\
+      --bootstrap 200 --out my_law --plot my_law.png --extrapolate-to 1e22 --interval prediction
+  # Epoch AI's objective (sum over points) with the irreducible loss pinned:
+  python -m analysis fit runs.csv --form chinchilla --target loss --reduction sum --fix E=1.69
+  # loss-to-loss: val loss of corpus B's models (target) from corpus A's (column loss_a):
+  python -m analysis fit pairs.csv --form loss_to_loss --target loss_b --input L=loss_a
+then: python -m analysis predict my_law --at N=7e10,D=1.4e12
+"""
+
+PREDICT_EXAMPLES = """\
+examples:
+  python -m analysis predict my_law --at N=7e10,D=1.4e12 --at N=1e9,D=2e10
+  python -m analysis predict my_law --csv planned.csv --input N=params --input D=tokens \\
+      --interval prediction --level 0.95 --out predictions.csv
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Fit scaling laws to your own runs, and predict with a saved law. "
+        "'python -m analysis fit --help' lists the forms and their inputs.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,predict}")
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit a law to a table of runs (CSV, JSONL or Parquet)",
+        description=FIT_DESCRIPTION,
+        epilog=FIT_EXAMPLES,
+        formatter_class=formatter,
+    )
     fit.add_argument(
         "csv",
-        help="CSV, JSONL or Parquet table: one row per run, or tidy run/metric/value rows "
-        "(python -m evaluation's results, pivoted to one column per metric)",
+        metavar="TABLE",
+        help="CSV, JSONL or Parquet file: one row per run, or tidy run/metric/value rows as "
+        "python -m evaluation writes them (pivoted to one column per metric)",
     )
-    fit.add_argument("--form", required=True, choices=list(FORMS))
-    fit.add_argument("--target", required=True, help="column to fit (a loss, an error, ...)")
-    fit.add_argument("--input", action="append", help="NAME=COLUMN, e.g. N=params (repeatable)")
-    fit.add_argument("--where", action="append", help="COLUMN=VALUE row filter (repeatable)")
-    fit.add_argument("--objective", choices=NAMES)
-    fit.add_argument("--reduction", choices=REDUCTIONS, help="mean (default) or sum over points")
-    fit.add_argument("--delta", type=float, help="Huber delta (default 1e-3)")
-    fit.add_argument("--fix", action="append", help="NAME=VALUE pinned parameter (repeatable)")
-    fit.add_argument("--bound", action="append", help="NAME=LOW:HIGH (repeatable)")
-    fit.add_argument("--bootstrap", type=int, default=0, help="number of bootstrap resamples")
-    fit.add_argument("--group", help="column of run ids: resample whole groups")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    fit.add_argument("--out", help="folder to save the law in (save_pretrained)")
-    fit.add_argument("--plot", help="PNG file: data, fit, extrapolation, interval")
-    fit.add_argument("--interval", choices=INTERVAL_KINDS, default="confidence", help=INTERVAL_HELP)
-    fit.add_argument("--extrapolate-to", type=float, help="extend the plotted law to this x")
-    fit.add_argument("--push-to-hub", help="Hub repository id to push the law to")
+    what = fit.add_argument_group("what to fit")
+    what.add_argument("--form", required=True, choices=list(FORMS), help="the law (table above)")
+    what.add_argument(
+        "--target",
+        required=True,
+        metavar="COLUMN",
+        help="column to predict (a loss, an error, ...)",
+    )
+    what.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=COLUMN",
+        help="the column holding an input of the law, e.g. N=params (repeatable; default: the "
+        "column named like the input)",
+    )
+    what.add_argument(
+        "--where",
+        action="append",
+        metavar="COLUMN=VALUE",
+        help="fit only the rows where COLUMN equals VALUE, e.g. data=c4 (repeatable: all must hold)",
+    )
+    what.add_argument(
+        "--dropna",
+        action="store_true",
+        help="leave out rows whose target or inputs are missing (unfinished runs); without it "
+        "they are an error naming the rows",
+    )
+    how = fit.add_argument_group("how to fit")
+    how.add_argument(
+        "--objective",
+        choices=NAMES,
+        help="huber_log: Huber loss on log residuals (default of the loss laws); least_squares: "
+        "squared residuals (default of loss_to_error, sigmoid); log_ols: loss_to_loss with E_x "
+        "and E_y fixed, a straight line in log-log space",
+    )
+    how.add_argument(
+        "--reduction",
+        choices=REDUCTIONS,
+        help="mean (default, as the loss-to-loss notebooks) or sum (Epoch AI, OLMo-ladder) of the "
+        "objective over points; the fit is the same, only the reported value differs",
+    )
+    how.add_argument("--delta", type=float, help="Huber delta of huber_log (default 1e-3)")
+    how.add_argument(
+        "--fix",
+        action="append",
+        metavar="PARAM=VALUE",
+        help="pin a parameter instead of fitting it, e.g. E=1.69 (repeatable)",
+    )
+    how.add_argument(
+        "--bound",
+        action="append",
+        metavar="PARAM=LOW:HIGH",
+        help="keep a parameter within bounds, e.g. alpha=0:1 or E=1.5: (an empty side is "
+        "unbounded; repeatable)",
+    )
+    unc = fit.add_argument_group("uncertainty")
+    unc.add_argument(
+        "--bootstrap",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="refit N resamples of the runs for parameter and prediction intervals (e.g. 200); "
+        "default 0: delta-method (sandwich) intervals only",
+    )
+    unc.add_argument(
+        "--group",
+        metavar="COLUMN",
+        help="with --bootstrap, resample whole groups of rows sharing this column's value (e.g. "
+        "all checkpoints of a run) instead of single rows",
+    )
+    unc.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    unc.add_argument(
+        "--level", type=_level, default=0.9, help="level of the intervals (default 0.9)"
+    )
+    unc.add_argument("--interval", choices=INTERVAL_KINDS, default="confidence", help=INTERVAL_HELP)
+    out = fit.add_argument_group("output")
+    out.add_argument(
+        "--out", metavar="FOLDER", help="save the law here (save_pretrained; read by predict)"
+    )
+    out.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="figure of the data, the fit, its extrapolation and the --level --interval band",
+    )
+    out.add_argument(
+        "--extrapolate-to",
+        type=float,
+        metavar="X",
+        help="draw the law on to this value of the plot's x axis: compute C = 6 N D for laws of "
+        "N and D (along the compute-optimal frontier), C for compute and overtrain, L for the "
+        "laws of a loss",
+    )
+    out.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the law to the Hub")
     fit.set_defaults(run=cmd_fit)
 
-    predict = commands.add_parser("predict", help="predict with a saved law")
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a saved law, with intervals",
+        description="Predict with a law saved by 'fit --out' (or save_pretrained), at points\n"
+        "given with --at or read from a table with --csv. Writes a CSV: the inputs, prediction\n"
+        "and, when the law has bootstrap samples or a covariance, lower and upper.",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=formatter,
+    )
     predict.add_argument("law", help="folder written by fit --out, or a Hub repository id")
-    predict.add_argument("--csv", help="CSV of points to predict")
-    predict.add_argument("--at", action="append", help="NAME=VALUE,... one point (repeatable)")
-    predict.add_argument("--input", action="append", help="NAME=COLUMN mapping for --csv")
-    predict.add_argument("--level", type=float, default=0.9)
+    predict.add_argument(
+        "--csv", metavar="TABLE", help="CSV, JSONL or Parquet file of points to predict"
+    )
+    predict.add_argument(
+        "--at",
+        action="append",
+        metavar="NAME=VALUE,...",
+        help="one point, every input of the law, e.g. N=7e10,D=1.4e12 (repeatable)",
+    )
+    predict.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=COLUMN",
+        help="with --csv: the column holding an input, e.g. N=params (repeatable)",
+    )
+    predict.add_argument(
+        "--level", type=_level, default=0.9, help="level of the interval (default 0.9)"
+    )
     predict.add_argument(
         "--interval", choices=INTERVAL_KINDS, default="confidence", help=INTERVAL_HELP
     )
-    predict.add_argument("--out", help="CSV to write (default: standard output)")
+    predict.add_argument("--out", metavar="CSV", help="file to write (default: standard output)")
     predict.set_defaults(run=cmd_predict)
     return parser
 

@@ -79,8 +79,11 @@ def bootstrap(
         for members_ in group_by_size(problems).values()
         for lo in range(0, len(members_), chunk)
     ]
-    with single_threaded():
-        for batch in tqdm(batches, desc=f"bootstrap {law.form}", disable=not progress):
+    bar = tqdm(total=len(problems), desc=f"bootstrap {law.form}", unit="resample",
+               disable=not progress)  # fmt: skip
+    with single_threaded(), bar:
+        for batch in batches:
+            size = len(batch)
             while batch:
                 try:
                     thetas, reports = solve_stacked(stack([problems[i] for i in batch]), start)
@@ -93,6 +96,7 @@ def bootstrap(
                     params = {**spec.from_theta(theta), **fixed}
                     fitted[i] = [params[p] for p in spec.params]
                 break
+            bar.update(size)
     samples = [fitted[i] for i in sorted(fitted)]
     if len(samples) < 2:
         raise ValueError(

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from .law import Law
 from .workflows import compute_optimal
@@ -30,6 +31,8 @@ def plot_law(
     interval: str = "confidence",
     flops_per_token: float = 6.0,
     title: str | None = None,
+    ylabel: str | None = None,
+    xlabel: str | None = None,
 ) -> Figure:
     """Data (points), the fitted law over the data (solid), its extrapolation to
     ``extrapolate_to`` (dashed) and the ``level`` interval of kind ``interval`` (``confidence``:
@@ -37,6 +40,7 @@ def plot_law(
     ``Law.predict_interval``; bootstrap if the law has samples, else delta method). Laws of (N, D) are drawn against compute C = 6 N D, one curve
     per model size plus the compute-optimal frontier; overtrain laws against C, one curve per
     token multiplier M; one-input laws against their input. Saved as PNG when ``path`` is given.
+    ``ylabel``/``xlabel`` name the target and (for a one-input law) the input, e.g. by column.
     """
     y = np.asarray(target, dtype=float)
     x = {k: np.asarray(v, dtype=float) for k, v in inputs.items()}
@@ -50,7 +54,12 @@ def plot_law(
         _plot_grouped(ax, law, x, y, "C", "M", extrapolate_to, (level, interval))
     else:
         _plot_single(ax, law, x, y, spec.inputs[0], extrapolate_to, (level, interval))
-    ax.set_ylabel("target" if spec.default_objective != "huber_log" else "loss")
+    ax.set_ylabel(ylabel or ("target" if spec.default_objective != "huber_log" else "loss"))
+    if xlabel and len(spec.inputs) == 1:
+        ax.set_xlabel(xlabel)
+    if ax.get_yscale() == "log":  # losses span less than a decade: 2.5, not 2.5 x 10^0
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.set_title(title or f"{law.form}: {spec.formula}", fontsize=9)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="best")
@@ -72,18 +81,43 @@ def _band(ax, xs, interval, color, label=None):
         ax.fill_between(xs, interval[0], interval[1], color=color, alpha=0.18, lw=0, label=label)
 
 
+def _span(lo: float, hi: float, extrapolate_to: float | None, log: bool, count: int):
+    """A grid over the data's range [lo, hi] extended to ``extrapolate_to`` on either side (a
+    law of a loss L is extrapolated to lower losses, a law of N, D or C to larger ones), and the
+    masks of its parts: over the data, below it and above it (sharing the ends lo and hi, so that
+    the lines join)."""
+    start, end = lo, hi
+    if extrapolate_to is not None:
+        target = float(extrapolate_to)
+        if not np.isfinite(target) or (log and target <= 0):
+            raise ValueError(
+                f"extrapolate_to must be a finite{' positive' if log else ''} value of the plot's "
+                f"x axis, got {extrapolate_to!r}"
+            )
+        start, end = min(lo, target), max(hi, target)
+    grid = np.geomspace(start, end, count) if log else np.linspace(start, end, count)
+    grid = np.unique(np.concatenate([grid, [lo, hi]]))
+    return grid, (grid >= lo) & (grid <= hi), grid <= lo, grid >= hi
+
+
+def _draw(ax, grid, pred, parts, color, label=None):
+    """The law over the data (solid, ``label``) and beyond it (dashed, "extrapolation")."""
+    inside, below, above = parts
+    ax.plot(grid[inside], pred[inside], color=color, label=label)
+    for side in (below, above):
+        if side.sum() > 1:
+            ax.plot(grid[side], pred[side], color=color, ls="--",
+                    label="extrapolation" if label else None)  # fmt: skip
+            label = None  # one legend entry for both sides
+
+
 def _plot_single(ax, law, x, y, name, extrapolate_to, band):
     values = x[name]
     lo, hi = float(values.min()), float(values.max())
-    end = hi if extrapolate_to is None else max(hi, float(extrapolate_to))
     log = name in LOG_INPUTS
-    grid = np.geomspace(lo, end, 200) if log else np.linspace(lo, end, 200)
-    inside = grid <= hi
+    grid, *parts = _span(lo, hi, extrapolate_to, log, 200)
     ax.scatter(values, y, s=14, color="black", zorder=3, label="data")
-    pred = law.predict(**{name: grid})
-    ax.plot(grid[inside], pred[inside], color="C0", label="fit")
-    if end > hi:
-        ax.plot(grid[~inside], pred[~inside], color="C0", ls="--", label="extrapolation")
+    _draw(ax, grid, law.predict(**{name: grid}), parts, "C0", label="fit")
     _band(
         ax, grid, _interval(law, *band, **{name: grid}), "C0", f"{band[0]:.0%} {band[1]} interval"
     )
@@ -108,15 +142,9 @@ def _plot_nd(ax, law, x, y, extrapolate_to, band, flops_per_token):
             color=points.cmap(norm(size)),
             lw=0.8,
         )
-    end = compute.max() if extrapolate_to is None else max(compute.max(), float(extrapolate_to))
-    budgets = np.geomspace(compute.min(), end, 200)
+    budgets, *parts = _span(compute.min(), compute.max(), extrapolate_to, True, 200)
     frontier = compute_optimal(law, budgets, flops_per_token=flops_per_token)
-    inside = budgets <= compute.max()
-    ax.plot(budgets[inside], frontier["loss"][inside], color="C3", label="compute-optimal fit")
-    if end > compute.max():
-        ax.plot(
-            budgets[~inside], frontier["loss"][~inside], color="C3", ls="--", label="extrapolation"
-        )
+    _draw(ax, budgets, frontier["loss"].to_numpy(), parts, "C3", label="compute-optimal fit")
     interval = _interval(law, *band, N=frontier["N"].to_numpy(), D=frontier["D"].to_numpy())
     _band(ax, budgets, interval, "C3", f"{band[0]:.0%} {band[1]} interval")
     ax.set_xscale("log")
@@ -127,18 +155,13 @@ def _plot_nd(ax, law, x, y, extrapolate_to, band, flops_per_token):
 def _plot_grouped(ax, law, x, y, axis, group, extrapolate_to, band):
     values, groups = x[axis], x[group]
     lo, hi = float(values.min()), float(values.max())
-    end = hi if extrapolate_to is None else max(hi, float(extrapolate_to))
-    grid = np.geomspace(lo, end, 150)
-    inside = grid <= hi
+    grid, *parts = _span(lo, hi, extrapolate_to, True, 150)
     labels = np.unique(groups)
     for i, label in enumerate(labels):
         color = f"C{i % 10}"
         mask = groups == label
         ax.scatter(values[mask], y[mask], s=14, color=color, zorder=3, label=f"{group} = {label:g}")
-        pred = law.predict(**{axis: grid, group: label})
-        ax.plot(grid[inside], pred[inside], color=color)
-        if end > hi:
-            ax.plot(grid[~inside], pred[~inside], color=color, ls="--")
+        _draw(ax, grid, law.predict(**{axis: grid, group: label}), parts, color)
         _band(
             ax, grid, _interval(law, *band, **{axis: grid, group: np.full_like(grid, label)}), color
         )

@@ -267,3 +267,104 @@ def test_cli_fits_evaluations_tidy_results(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", str(path), "--form", "chinchilla", "--target", "val_loss"])
     assert "(run, metric) rows appear twice" in capsys.readouterr().err
+
+
+def _fit_args(path, *extra):
+    return ["fit", str(path), "--form", "chinchilla", "--target", "loss",
+            "--input", "N=params", "--input", "D=tokens", *extra]  # fmt: skip
+
+
+def test_cli_table_errors_name_the_column_and_rows(tmp_path, capsys):
+    """Text in a numeric column, a missing value, an unreadable file: the error names the file,
+    the column, its role and the rows (before: "input 'D' has 1 NaN or infinite value(s) at
+    [1]", after a silent coercion of the text to NaN; pandas' parse errors named no file)."""
+    text = tmp_path / "text.csv"
+    text.write_text("params,tokens,loss\n1e8,1e9,3.0\n2e8,x,2.9\n")
+    with pytest.raises(SystemExit):
+        main(_fit_args(text))
+    assert (
+        "column 'tokens' (input D) has 1 value(s) that are not numbers, e.g. 'x' (data row 2)"
+        in (capsys.readouterr().err)
+    )
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(SystemExit):
+        main(_fit_args(empty))
+    assert f"could not read {empty} as a CSV table" in capsys.readouterr().err
+
+
+def test_cli_missing_values_are_an_error_or_left_out_with_dropna(runs_csv, tmp_path, capsys):
+    frame = pd.read_csv(runs_csv)
+    frame["run"] = [f"r{i}" for i in range(len(frame))]
+    frame.loc[[3, 5], "loss"] = np.nan  # two unfinished runs
+    path = tmp_path / "gaps.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(SystemExit):
+        main(_fit_args(path, "--where", "corpus=mine"))
+    assert "column 'loss' (target) has 2 missing or infinite value(s) (runs r3, r5); pass " \
+        "--dropna" in capsys.readouterr().err  # fmt: skip
+    out = tmp_path / "law"
+    assert main(_fit_args(path, "--where", "corpus=mine", "--dropna", "--out", str(out))) == 0
+    assert "left out 2 row(s) with a missing value" in capsys.readouterr().out
+    assert load_law(out).n_points == 34
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--bound", "alpha=a:b"], "--bound alpha=a:b: LOW and HIGH must be numbers"),
+        (["--level", "1.5"], "argument --level: must be strictly between 0 and 1"),
+        (["--bootstrap", "-3"], "argument --bootstrap: must be >= 0"),
+        (["--extrapolate-to", "1e22"], "--extrapolate-to extends the figure: give --plot"),
+        (["--plot", "x.png", "--extrapolate-to", "-1"], "compute C in FLOPs here: it must be > 0"),
+    ],
+)
+def test_cli_option_errors_come_before_the_fit(runs_csv, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(_fit_args(runs_csv, "--where", "corpus=mine", *extra))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "objective" not in captured.out  # nothing was fitted
+
+
+def test_cli_predict_with_a_missing_law_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path / "no_such_law"), "--at", "N=1e9,D=1e10"])
+    assert exit_info.value.code == 2
+    assert "no saved law at" in capsys.readouterr().err
+
+
+def test_cli_help_lists_forms_inputs_and_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    for name, spec in FORMS.items():
+        assert f"{name:<14s}{spec.formula}" in text
+        assert ", ".join(spec.params) in text
+    assert "examples:" in text and "python -m analysis predict my_law --at" in text
+
+
+def test_cli_reports_the_bootstrap(runs_csv, capsys):
+    assert main(_fit_args(runs_csv, "--where", "corpus=mine", "--bootstrap", "6")) == 0
+    captured = capsys.readouterr()
+    assert "bootstrap: 6 of 6 resamples refitted (0 could not be fitted" in captured.out
+    assert "6/6" in captured.err  # the progress bar counts resamples, not batches
+
+
+def test_plot_extrapolates_a_loss_law_to_lower_losses(tmp_path):
+    """A law of a loss is extrapolated to lower losses (bigger models): --extrapolate-to below the
+    data must draw there (it was ignored: only values above the data were drawn)."""
+    x = np.linspace(2.6, 4.0, 30)
+    params = dict(K=0.6, kappa=1.2, E_x=1.5, E_y=0.8)
+    y = FORMS["loss_to_loss"].predict(params, {"L": x}) * (1 + 1e-3 * np.sin(np.arange(30)))
+    law = fit_law("loss_to_loss", {"L": x}, y)
+    figure = plot_law(law, {"L": x}, y, tmp_path / "l2l.png", extrapolate_to=2.0, xlabel="L = a")
+    ax = figure.axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata().min() == pytest.approx(2.0)
+    assert dashed[0].get_xdata().max() == pytest.approx(2.6)  # joins the fit at the data's end
+    assert (
+        ax.get_xlabel() == "L = a" and ax.get_legend_handles_labels()[1].count("extrapolation") == 1
+    )
+    with pytest.raises(ValueError, match="extrapolate_to must be a finite value"):
+        plot_law(law, {"L": x}, y, extrapolate_to=float("nan"))
