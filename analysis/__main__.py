@@ -169,6 +169,10 @@ def cmd_fit(args) -> int:
             raise ValueError("--extrapolate-to extends the figure: give --plot FILE.png too")
         if form.inputs[0] in ("N", "C") and not args.extrapolate_to > 0:
             raise ValueError("--extrapolate-to is a compute C in FLOPs here: it must be > 0")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise ValueError(f"--plot {args.plot}: its folder does not exist")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; the law is saved as a folder")
     frame = _read_table(args.csv, _pairs(args.where, "--where"))
     if args.target not in frame.columns:
         raise ValueError(
@@ -512,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad input, or an output path that cannot be written
         parser.exit(2, f"error: {error}\n")
 
 

@@ -391,17 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    out = Path(args.out)
     try:
+        out.mkdir(parents=True, exist_ok=True)  # before the fits: --out may be unwritable
         results = run_backtest(args.testbeds, args.data_root, resamples=args.resamples,
                                level=args.level, seed=args.seed)  # fmt: skip
     except TestbedUnavailableError as error:
         print(f"error: {error}\n(here: --data-root FOLDER, the folder holding l2l/, gadre/, "
               "ladder/ and chinchilla/)", file=sys.stderr)  # fmt: skip
         return 1
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    out = Path(args.out)
     write_csv(results, out, "backtest.csv", COLUMNS)
     summary = write_csv(summarize(results), out, "backtest_summary.csv", SUMMARY_COLUMNS)
     print(f"held-out prediction error and {args.level:.0%} interval coverage: coverage / "

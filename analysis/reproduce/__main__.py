@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         result = reproduce(args.paper, args.data, args.out or f"reproduce-{args.paper}")
-    except (FileNotFoundError, ValueError, TestbedUnavailableError) as error:
+    except (OSError, ValueError, TestbedUnavailableError) as error:  # OSError: e.g. --out a file
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(result.text)

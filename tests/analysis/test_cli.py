@@ -368,3 +368,30 @@ def test_plot_extrapolates_a_loss_law_to_lower_losses(tmp_path):
     )
     with pytest.raises(ValueError, match="extrapolate_to must be a finite value"):
         plot_law(law, {"L": x}, y, extrapolate_to=float("nan"))
+
+
+def test_unwritable_outputs_are_errors_not_tracebacks(runs_csv, tmp_path, capsys):
+    """--plot into a missing folder, --out onto a file: an error before the fit (they were
+    tracebacks after it); python -m analysis.reproduce --out onto a file likewise."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for extra, message in (
+        (["--plot", str(tmp_path / "missing" / "fit.png")], "its folder does not exist"),
+        (["--out", str(a_file)], "is a file; the law is saved as a folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(_fit_args(runs_csv, "--where", "corpus=mine", *extra))
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "objective" not in captured.out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path), "--at", "N=1e9,D=1e10"])  # not a law: no config.json
+    assert exit_info.value.code == 2
+    from analysis.reproduce.__main__ import main as reproduce_main
+
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e8, 1e10, 5), np.geomspace(2e9, 2e11, 5)))
+    loss = FORMS["chinchilla"].predict(TRUTH, {"N": n, "D": d}) * (1 + 1e-3 * np.sin(np.arange(25)))
+    frame = pd.DataFrame({"Model Size": n, "Training FLOP": 6 * n * d, "loss": loss})
+    frame.to_csv(tmp_path / "svg_extracted_data.csv", index=False)
+    assert reproduce_main(["chinchilla", "--data", str(tmp_path), "--out", str(a_file)]) == 1
+    assert "File exists" in capsys.readouterr().err
