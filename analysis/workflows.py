@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .fit import fit_law
-from .law import Law, load_law
+from .law import Law, _check_level, load_law
 from .objectives import Objective, huber_log
 
 # --- compute-optimal allocation ---------------------------------------------------------------
@@ -241,6 +241,7 @@ class TwoStepLaw:
     def predict_interval(self, level: float = 0.9, **inputs) -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval with both steps' bootstrap samples propagated together (sample i
         of step 1 through sample i of step 2; a step without samples uses its fit)."""
+        _check_level(level)
         if self.step1.samples is None and self.step2.samples is None:
             raise ValueError("neither step has bootstrap samples; run analysis.bootstrap on them")
         loss = (

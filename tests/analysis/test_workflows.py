@@ -182,3 +182,6 @@ def test_two_step_chain_fits_predicts_and_round_trips(tmp_path):
     assert back.step1.params == boot.step1.params and back.step2.params == boot.step2.params
     with pytest.raises(ValueError, match="neither step has bootstrap samples"):
         chain.predict_interval(0.9, **target)
+    # as Law.predict_interval (numpy said only "Quantiles must be in the range [0, 1]")
+    with pytest.raises(ValueError, match="level must be strictly between 0 and 1, got 90"):
+        boot.predict_interval(90, **target)
