@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .bootstrap import bootstrap
-from .fit import fit_law
+from .fit import FitWarning, fit_law
 from .law import INTERVAL_KINDS, load_law
 from .laws import FORMS, get_form
 from .objectives import NAMES, REDUCTIONS, Objective
@@ -156,10 +157,29 @@ def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
     for column, value in where.items():
         if column not in frame.columns:
             raise ValueError(f"--where: {path} has no column {column!r}")
-        frame = frame[frame[column].astype(str) == value]
-    if frame.empty:
-        raise ValueError(f"no rows left in {path} after --where {where}")
+        kept = frame[_matches(frame[column], value)]
+        if kept.empty:
+            seen = [str(v) for v in pd.unique(frame[column])[:10]]
+            raise ValueError(
+                f"no rows of {path} left after --where {column}={value}; {column} holds "
+                f"{', '.join(seen)}{' ...' if frame[column].nunique() > 10 else ''}"
+            )
+        frame = kept
     return frame
+
+
+def _matches(column: pd.Series, value: str) -> pd.Series:
+    """Rows whose value is ``value``: as text, or as a number for a numeric column (so that
+    iso_flop=2e17 finds 2e+17 and n_layers=12.0 finds 12)."""
+    if pd.api.types.is_numeric_dtype(column):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            return pd.Series(np.isclose(column.to_numpy(float), number, rtol=1e-9, atol=0.0),
+                             index=column.index)  # fmt: skip
+    return column.astype(str) == value
 
 
 def cmd_fit(args) -> int:
@@ -205,22 +225,24 @@ def cmd_fit(args) -> int:
             bounds[name] = (float(lo) if lo else -np.inf, float(hi) if hi else np.inf)
         except ValueError:
             raise ValueError(f"--bound {name}={value}: LOW and HIGH must be numbers") from None
+    if args.group and args.group not in frame.columns:
+        raise ValueError(f"{args.csv} has no group column {args.group!r}")
     metadata = {"csv": Path(args.csv).name, "target": args.target, "where": args.where or []}
-    law = fit_law(
-        form.name,
-        inputs,
-        target,
-        objective=objective,
-        fixed=_floats(args.fix, "--fix"),
-        bounds=bounds or None,
-        metadata=metadata,
-    )
+    with warnings.catch_warnings():
+        # A FitWarning (a parameter at a bound, not identifiable) is printed once, with the
+        # parameters it concerns, by law.summary() below.
+        warnings.simplefilter("ignore", FitWarning)
+        law = fit_law(
+            form.name,
+            inputs,
+            target,
+            objective=objective,
+            fixed=_floats(args.fix, "--fix"),
+            bounds=bounds or None,
+            metadata=metadata,
+        )
     if args.bootstrap:
-        groups = None
-        if args.group:
-            if args.group not in frame.columns:
-                raise ValueError(f"{args.csv} has no group column {args.group!r}")
-            groups = frame[args.group].to_numpy()
+        groups = frame[args.group].to_numpy() if args.group else None
         law = bootstrap(
             law,
             inputs,

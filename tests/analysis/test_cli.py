@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,8 @@ def test_cli_fit_then_predict(runs_csv, tmp_path, capsys):
 
 def test_cli_objective_fixed_and_bounds(runs_csv, tmp_path, capsys):
     out = tmp_path / "law"
-    with pytest.warns(FitWarning, match="alpha sits at its upper bound"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitWarning)  # printed once in the summary, not warned
         assert (
             main(
                 [
@@ -140,6 +142,7 @@ def test_cli_objective_fixed_and_bounds(runs_csv, tmp_path, capsys):
             )
             == 0
         )
+    assert "  warning: alpha sits at its upper bound 0.3" in capsys.readouterr().out
     law = load_law(out)
     assert law.objective.reduction == "sum" and law.params["E"] == 1.69 and law.fixed == ("E",)
     assert law.params["alpha"] <= 0.3 and any("upper bound" in w for w in law.warnings)
@@ -172,7 +175,7 @@ def test_cli_objective_fixed_and_bounds(runs_csv, tmp_path, capsys):
                 "--where",
                 "corpus=none",
             ],
-            "no rows left",
+            "no rows of",
         ),
     ],
 )
@@ -332,6 +335,23 @@ def test_cli_predict_with_a_missing_law_is_an_error(tmp_path, capsys):
         main(["predict", str(tmp_path / "no_such_law"), "--at", "N=1e9,D=1e10"])
     assert exit_info.value.code == 2
     assert "no saved law at" in capsys.readouterr().err
+
+
+def test_cli_where_matches_numbers_and_lists_the_values(tmp_path, capsys):
+    """--where iso_flop=2e17 finds the rows pandas prints as 2e+17 (it compared text, found none);
+    a filter that leaves nothing lists the values the column holds."""
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(2e7, 2e9, 6), np.geomspace(4e8, 8e10, 6)))
+    loss = FORMS["chinchilla"].predict(TRUTH, {"N": n, "D": d})
+    frame = pd.DataFrame({"params": n, "tokens": d, "loss": loss, "budget": 2e17, "corpus": "c4"})
+    path = tmp_path / "runs.csv"
+    pd.concat([frame, frame.assign(budget=1e18, loss=loss + 1)]).to_csv(path, index=False)
+    out = tmp_path / "law"
+    assert main(_fit_args(path, "--where", "budget=2e17", "--out", str(out))) == 0
+    assert load_law(out).n_points == 36 and load_law(out).params["E"] == pytest.approx(1.69)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(_fit_args(path, "--where", "corpus=pile"))
+    assert "left after --where corpus=pile; corpus holds c4" in capsys.readouterr().err
 
 
 def test_cli_help_lists_forms_inputs_and_examples(capsys):
