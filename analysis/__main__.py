@@ -267,14 +267,18 @@ def cmd_fit(args) -> int:
         law.save_pretrained(args.out)
         print(f"saved to {args.out}")
     if args.plot:
-        from .plots import plot_law  # matplotlib only when a figure is asked for
+        from .plots import default_extrapolation, plot_law  # matplotlib only for a figure
 
         plot_law(
             law,
             inputs,
             target,
             args.plot,
-            extrapolate_to=args.extrapolate_to,
+            extrapolate_to=(
+                default_extrapolation(law, inputs)
+                if args.extrapolate_to is None
+                else args.extrapolate_to
+            ),
             level=args.level,
             interval=args.interval,
             ylabel=args.target,
@@ -492,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="draw the law on to this value of the plot's x axis: compute C = 6 N D for laws of "
         "N and D (along the compute-optimal frontier), C for compute and overtrain, L for the "
-        "laws of a loss",
+        "laws of a loss (default: 10x the data's largest compute; for a law of L, a quarter of "
+        "the data's range below its smallest L)",
     )
     out.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the law to the Hub")
     fit.set_defaults(run=cmd_fit)

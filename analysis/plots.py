@@ -69,6 +69,20 @@ def plot_law(
     return fig
 
 
+def default_extrapolation(law: Law, inputs: dict, flops_per_token: float = 6.0) -> float:
+    """Where a plot's extrapolation ends when none is asked for: ten times the largest compute
+    of the data for laws of (N, D), C or (C, M); for laws of a loss L, a quarter of the data's
+    range below its smallest loss (better models have lower losses)."""
+    x = {k: np.asarray(v, dtype=float) for k, v in inputs.items()}
+    spec = law.form_spec
+    if spec.inputs == ("N", "D"):
+        return 10.0 * float(np.max(flops_per_token * x["N"] * x["D"]))
+    if spec.inputs[0] == "C":
+        return 10.0 * float(np.max(x["C"]))
+    loss = x[spec.inputs[0]]
+    return max(0.0, float(loss.min() - 0.25 * np.ptp(loss)))
+
+
 def _interval(law, level, kind, **inputs):
     try:
         return law.predict_interval(level, kind=kind, **inputs)

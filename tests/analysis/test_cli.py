@@ -415,3 +415,29 @@ def test_unwritable_outputs_are_errors_not_tracebacks(runs_csv, tmp_path, capsys
     frame.to_csv(tmp_path / "svg_extracted_data.csv", index=False)
     assert reproduce_main(["chinchilla", "--data", str(tmp_path), "--out", str(a_file)]) == 1
     assert "File exists" in capsys.readouterr().err
+
+
+def test_cli_plot_extrapolates_by_default(runs_csv, tmp_path, monkeypatch):
+    """The figure shows an extrapolation without --extrapolate-to: 10x the largest compute for a
+    law of N and D, a quarter of the range below the smallest loss for a law of L."""
+    import analysis.plots as plots
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["extrapolate_to"])
+        return original(*args, **kwargs)
+
+    original = plots.plot_law
+    monkeypatch.setattr(plots, "plot_law", recording)
+    png = tmp_path / "fit.png"
+    assert main(_fit_args(runs_csv, "--where", "corpus=mine", "--plot", str(png))) == 0
+    frame = pd.read_csv(runs_csv)
+    assert seen[0] == pytest.approx(10 * 6 * (frame["params"] * frame["tokens"]).max())
+    assert png.read_bytes().startswith(PNG)
+
+    law = Law(form="sigmoid", params=dict(a=-0.7, b=0.95, k=3.0, L0=1.3))
+    loss = np.array([1.0, 1.4, 2.2])
+    assert plots.default_extrapolation(law, {"L": loss}) == pytest.approx(1.0 - 0.3)
+    compute = Law(form="compute", params=dict(A=60.0, E=1.7, alpha=0.09))
+    assert plots.default_extrapolation(compute, {"C": [1e18, 3e19]}) == pytest.approx(3e20)
