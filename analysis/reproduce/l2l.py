@@ -20,9 +20,10 @@ released sweep (KempnerInstitute/loss-to-loss-notebooks ``data/sweep.csv``).
    Kaplan ``val_loss`` fit, E_y from the Kaplan fit of that test loss.
 4. ``test_to_test.csv``: per ordered pair of corpora and test loss, x, y = that test loss of the
    paired data0 and data1 models; E's from the Kaplan fits of that test loss on each corpus.
-   Columns data0, data1, test, kappa, K, E_x, E_y, r_squared: the issue lists ``data`` for this
-   table, but a test-to-test law relates two corpora (the paper's "test losses of two models
-   trained on two separate train datasets"), so it names both, as ``train_to_train.csv`` does.
+   Columns data, data1, test, kappa, K, E_x, E_y, r_squared: ``data`` (the issue's column) is
+   the corpus of the x models and ``data1`` that of the y models, since a test-to-test law
+   relates two corpora (the paper's "test losses of two models trained on two separate train
+   datasets"); ``data`` and ``data1`` play the roles of ``train_to_train.csv``'s data0 and data1.
 
 ``r_squared`` of the scaling fits is on the loss scale (as the notebooks'); of the loss-to-loss
 fits it is the R^2 of the log-log regression. A point with x <= E_x or y <= E_y has no logarithm;
@@ -64,7 +65,7 @@ from analysis.workflows import fit_loss_to_loss, pair_runs
 SCALING_COLUMNS = ("data", "loss_name", "form", "A", "B", "E", "alpha", "beta")
 TRAIN_TO_TRAIN_COLUMNS = ("data0", "data1", "kappa", "K", "E_x", "E_y", "r_squared")
 TRAIN_TO_TEST_COLUMNS = ("data", "test", "kappa", "K", "E_x", "E_y", "r_squared")
-TEST_TO_TEST_COLUMNS = ("data0", "data1", "test", "kappa", "K", "E_x", "E_y", "r_squared")
+TEST_TO_TEST_COLUMNS = ("data", "data1", "test", "kappa", "K", "E_x", "E_y", "r_squared")
 FORMS = ("kaplan", "chinchilla")
 
 VAL_LOSS = "val_loss"
@@ -200,7 +201,7 @@ def test_to_test(pairs_of: dict, E_test: dict[str, dict]) -> pd.DataFrame:
         for test in TEST_LOSSES:
             fit = loss_to_loss(pairs[f"{test}_x"], pairs[f"{test}_y"], E_test[test][data0],
                                E_test[test][data1])  # fmt: skip
-            rows.append({"data0": data0, "data1": data1, "test": test, **fit})
+            rows.append({"data": data0, "data1": data1, "test": test, **fit})
     return pd.DataFrame(rows)
 
 
@@ -241,7 +242,7 @@ def figure1(
         if data1 == FIGURE_X:
             continue
         pairs = pairs_of[FIGURE_X, data1]
-        fit = te2te[(te2te["data0"] == FIGURE_X) & (te2te["data1"] == data1)
+        fit = te2te[(te2te["data"] == FIGURE_X) & (te2te["data1"] == data1)
                     & (te2te["test"] == test)].iloc[0]  # fmt: skip
         right.scatter(pairs[f"{test}_x"], pairs[f"{test}_y"], s=8, color=colors[data1], label=data1)
         curve(right, pairs[f"{test}_x"], fit, colors[data1])

@@ -40,6 +40,8 @@ def test_csv_columns_and_sizes(l2l_outputs):
         assert len(frame) == rows, name
         assert np.isfinite(frame.select_dtypes("number").to_numpy()).all(), name
     assert set(pd.read_csv(out / "train_to_test.csv")["test"]) == set(TEST_LOSSES)
+    for name in ("train_to_test.csv", "test_to_test.csv"):  # the columns, by name
+        assert {"data", "test", "kappa", "K", "E_x", "E_y"} <= set(expected[name][0]), name
     assert (out / "figure1.png").stat().st_size > 10_000
     check = pd.read_csv(out / "loss_to_loss_check.csv")
     assert len(check) == 30 + 66 + 330
