@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomic
 from .bootstrap import bootstrap
 from .fit import FitWarning, fit_law
 from .law import INTERVAL_KINDS, load_law
@@ -314,7 +315,7 @@ def cmd_predict(args) -> int:
             args.level, kind=args.interval, **inputs
         )
     if args.out:
-        table.to_csv(args.out, index=False)
+        write_atomic(args.out, table.to_csv(index=False))
         print(f"{len(table)} predictions written to {args.out}")
     else:
         table.to_csv(sys.stdout, index=False)

@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from huggingface_hub.errors import (
 )
 from scipy.special import ndtri  # the standard normal quantile (scipy.stats imports in ~2 s)
 
+from .atomic import write_atomic
 from .laws import get_form
 from .objectives import Objective
 
@@ -352,7 +352,7 @@ class Law(
         # numbers are written as the strings "NaN", "Infinity", "-Infinity", which float() and
         # numpy read back in every numeric field.
         text = json.dumps(_strict_json(self.to_dict()), indent=2, allow_nan=False)
-        _write_atomic(save_directory / CONFIG_NAME, text + "\n")
+        write_atomic(save_directory / CONFIG_NAME, text + "\n")
         samples_path = save_directory / SAMPLES_NAME
         if self.samples is None:
             samples_path.unlink(missing_ok=True)
@@ -361,7 +361,7 @@ class Law(
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.form_spec.params)
         writer.writerows([repr(float(v)) for v in row] for row in self.samples)
-        _write_atomic(samples_path, buffer.getvalue())
+        write_atomic(samples_path, buffer.getvalue())
 
     @classmethod
     def _from_pretrained(
@@ -505,18 +505,6 @@ def _strict_json(value):
     if isinstance(value, float | np.floating) and not np.isfinite(value):
         return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename, so that an interrupted save never leaves a truncated file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_samples(path: str, params: tuple[str, ...]) -> np.ndarray:

@@ -308,6 +308,10 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
             result.say(
                 "  note: curve_fit warned (covariance); the repository would retry other starts"
             )
-        if fit["E"] == 0.0 or "ABNORMAL" in fit["step1_message"]:
-            result.say(f"  note: L-BFGS-B ended with E = {fit['E']:.3g}: {fit['step1_message']}")
+        message = fit["step1_message"].strip().rstrip(":")
+        if message == "ABNORMAL":  # scipy >= 1.15 gives no detail; it is the line search
+            message = "ABNORMAL (the line search found no decrease)"
+        if fit["E"] == 0.0 or "ABNORMAL" in message:
+            result.say(f"  note: L-BFGS-B (the repository's one start, kept as is) stopped with "
+                       f"E = {fit['E']:.3g}: {message}")
     return result

@@ -4,8 +4,6 @@ that sets our numbers beside the paper's."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from analysis.atomic import write_atomic
 
 
 @dataclass
@@ -38,10 +38,7 @@ def write_csv(frame: pd.DataFrame, out: Path, name: str, columns: Sequence[str])
     if missing:
         raise ValueError(f"{name}: internal error, columns {missing} were not computed")
     table = frame.loc[:, list(columns)].reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out, suffix=".csv", delete=False) as handle:
-        table.to_csv(handle, index=False)
-    os.replace(handle.name, out / name)
+    write_atomic(out / name, table.to_csv(index=False))
     return table
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from analysis.atomic import write_atomic
 
 RAW_BASE = "https://raw.githubusercontent.com"
 API_BASE = "https://api.github.com"
@@ -106,7 +107,7 @@ class GitHubFolder:
         if not isinstance(entries, list):
             raise TestbedUnavailableError(f"unexpected answer listing {self.describe()}: {entries}")
         names = sorted(e["name"] for e in entries if e.get("type") == "file")
-        _write_atomic(cached, json.dumps(names).encode())
+        write_atomic(cached, json.dumps(names).encode())
         return names
 
     def read_bytes(self, name: str) -> bytes:
@@ -114,7 +115,7 @@ class GitHubFolder:
         if cached.is_file():
             return cached.read_bytes()
         data = _download(self.url(name), what=name)
-        _write_atomic(cached, data)
+        write_atomic(cached, data)
         return data
 
 
@@ -163,10 +164,3 @@ def _download(url: str, *, what: str) -> bytes:
             f"could not download {what} from {url} ({reason}). Offline? Pass the folder of a "
             "local copy instead, for example `--data /path/to/data` or `load_testbed(name, path)`."
         ) from error
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-        handle.write(data)
-    os.replace(handle.name, path)
