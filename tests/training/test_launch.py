@@ -67,6 +67,21 @@ def test_slurm_array_submission_is_written(tmp_path, tokenizer_dir, data_dir, ca
     assert cfg.run.output_dir == str(study)
 
 
+def test_slurm_without_sbatch_is_a_clear_error_before_writing_configs(tmp_path, tokenizer_dir,
+                                                                       data_dir, monkeypatch,
+                                                                       capsys):
+    """It wrote every run's config, then died in a FileNotFoundError traceback for 'sbatch'."""
+    study = tmp_path / "study"
+    plan_tiny_study(study, tokenizer_dir, data_dir)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(study), "--slurm"])
+    assert exit_info.value.code == 2
+    assert "sbatch is not on PATH" in capsys.readouterr().err
+    assert not (study / "configs").exists()
+    assert main([str(study), "--slurm", "--dry-run"]) == 0  # the way to go without slurm
+
+
 def test_slurm_template_starts_one_accelerate_per_node_with_c10d(tmp_path):
     """Run the template with stand-ins for scontrol, srun (two nodes) and accelerate."""
     bin_dir = tmp_path / "bin"

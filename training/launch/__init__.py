@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.slurm and not args.dry_run and shutil.which("sbatch") is None:
+        # before writing hundreds of configs that could not be submitted
+        parser.error("--slurm: sbatch is not on PATH (no slurm here); add --dry-run to write "
+                     "the configs and print the sbatch command, or train here with --local")
     accel = accelerate_config(args.accelerate_config) if args.accelerate_config else None
     todo = write_run_configs(args.study, args.overrides, args.only)
     planned = len(read_plan(args.study))
