@@ -214,6 +214,7 @@ def build_corpus(
     existing = open_corpus(folder)
     if existing is not None and _enough(existing, want_sequences):
         return existing
+    resolve_corpus(corpus)  # an unknown name fails here, before any folder is made for it
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.with_name(folder.name + ".lock")):
         existing = open_corpus(folder)  # another process may have built it while we waited
@@ -225,10 +226,14 @@ def build_corpus(
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         tmp.mkdir()
-        _write_shards(
-            tmp, corpus, tokenizer, tokenizer_name, seq_len, val_sequences, want_sequences,
-            text_field, hub_mirror, shard_tokens, progress,
-        )
+        try:
+            _write_shards(
+                tmp, corpus, tokenizer, tokenizer_name, seq_len, val_sequences, want_sequences,
+                text_field, hub_mirror, shard_tokens, progress,
+            )
+        except BaseException:  # a failed source or Ctrl-C: leave no half-built folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if folder.exists():  # too small: move the old build aside, then swap the new one in
             old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
