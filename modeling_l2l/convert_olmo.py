@@ -289,7 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dst", help="output folder (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dst folder")
     args = parser.parse_args(argv)
-    dst = convert_olmo_checkpoint(args.src, args.dst, overwrite=args.overwrite)
+    try:
+        dst = convert_olmo_checkpoint(args.src, args.dst, overwrite=args.overwrite)
+    except FileExistsError:
+        parser.exit(2, f"error: {args.dst} exists and is not empty; pass --overwrite to replace "
+                       "it\n")
+    except (FileNotFoundError, ValueError) as exc:  # each names the file or the tensors
+        parser.exit(2, f"error: {exc}\n")
     config = L2LConfig.from_pretrained(dst)
     print(
         f"wrote {dst}: depth {config.num_hidden_layers}, width {config.hidden_size}, "

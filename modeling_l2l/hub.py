@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from .convert_olmo import convert_olmo_checkpoint
 from .modeling_l2l import L2LForCausalLM
@@ -75,15 +76,23 @@ def download_run(
 ) -> Path:
     """Download only the run's folder (Hugging Face cache) and return its local path."""
     repo_id, subfolder = resolve_run(run, repo_id, subfolder)
-    snapshot = snapshot_download(
-        repo_id=repo_id,
-        allow_patterns=[f"{subfolder}/*"],
-        revision=revision,
-        cache_dir=cache_dir,
-        endpoint=endpoint,
-        token=token,
-        local_files_only=local_files_only,
-    )
+    try:
+        snapshot = snapshot_download(
+            repo_id=repo_id,
+            allow_patterns=[f"{subfolder}/*"],
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            token=token,
+            local_files_only=local_files_only,
+        )
+    except LocalEntryNotFoundError as exc:  # huggingface_hub's words say nothing of the run
+        raise ConnectionError(
+            f"cannot get run {subfolder!r} of {repo_id}: it is not in the local Hugging Face "
+            "cache and the Hub was not asked or could not be reached (offline, HF_HUB_OFFLINE=1 "
+            "or local_files_only=True). A copy of the run folder on disk converts with "
+            "`python -m modeling_l2l.convert_olmo SRC DST`."
+        ) from exc
     folder = Path(snapshot) / subfolder
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(

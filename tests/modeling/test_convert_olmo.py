@@ -41,9 +41,15 @@ def test_command_line(tmp_path, capsys):
     main([str(src), str(tmp_path / "hf")])
     assert "depth 2, width 128" in capsys.readouterr().out
     assert (tmp_path / "hf" / "model.safetensors").is_file()
-    with pytest.raises(FileExistsError, match="not empty"):
+    # errors are one line naming the CLI flag or the file, not a traceback
+    with pytest.raises(SystemExit) as exit_info:
         main([str(src), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
     main([str(src), str(tmp_path / "hf"), "--overwrite"])
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nowhere"), str(tmp_path / "other")])
+    assert "nowhere" in capsys.readouterr().err
 
 
 def test_upstream_head_name_is_accepted(tmp_path):

@@ -106,6 +106,12 @@ def test_unknown_run_and_bad_names(tmp_path, hub_repo):
         assert hub.requests[-1].path.endswith("/tree/" + commit)  # the bad name made no request
 
 
+def test_a_run_not_in_the_cache_offline_is_a_clear_error(tmp_path):
+    """huggingface_hub's LocalEntryNotFoundError said nothing of the run or what to do."""
+    with pytest.raises(ConnectionError, match=f"cannot get run '{RUN}'.*convert_olmo"):
+        prepare_l2l_run(RUN, cache_dir=tmp_path / "hf", local_files_only=True)
+
+
 def test_resolve_run():
     assert resolve_run(RUN) == (L2L_HUB_REPO, RUN)
     assert resolve_run(f"{L2L_HUB_REPO}/{RUN}") == (L2L_HUB_REPO, RUN)
