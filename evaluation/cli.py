@@ -128,5 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for f in failures:
         print(f"FAILED {f.run}: {f.what}: {f.error}", file=sys.stderr)
-    print(f"{len(table.rows)} rows in {table.path}", file=sys.stderr)
+    if table.path.exists():
+        print(f"{len(table.rows)} rows in {table.path}", file=sys.stderr)
+    else:  # e.g. a study with no finished run yet
+        print(f"nothing evaluated: {table.path} was not written", file=sys.stderr)
     return 1 if failures else 0

@@ -158,6 +158,9 @@ def test_bad_command_lines(tmp_path, checkpoint, capsys):
     assert "cannot load a causal LM" in capsys.readouterr().err
     assert main(["--study", str(tmp_path / "nostudy"), "--tasks", "copa", "--out", out]) == 2
     assert "study folder not found" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()  # a study whose runs have not finished yet
+    assert main(["--study", str(tmp_path / "unfinished"), "--tasks", "copa", "--out", out]) == 0
+    assert f"nothing evaluated: {out} was not written" in capsys.readouterr().err  # not "0 rows in"
 
 
 def test_a_released_run_by_name(monkeypatch, checkpoint, tmp_path, task_dir, tokenizer):
