@@ -446,6 +446,14 @@ def load_law(path_or_repo_id: str | os.PathLike, **kwargs) -> Law:
             f"{source!r} is a file; a saved law is the folder holding {CONFIG_NAME} "
             f"(written by save_pretrained or python -m analysis fit --out)"
         )
+    if not os.path.isdir(source) and source.count("/") != 1:
+        # Only legacy canonical models have ids without an owner ("gpt2"); a law pushed with
+        # push_to_hub is always "owner/name". Without this, a mistyped folder name waited ~24 s
+        # for huggingface_hub's retries when offline before saying the same.
+        raise ValueError(
+            f"no saved law at {source!r}: no such folder, and not a Hub repository id "
+            "('owner/name')"
+        )
     try:
         return Law.from_pretrained(source, **kwargs)
     except json.JSONDecodeError as error:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,10 @@ def test_load_errors_name_the_source(tmp_path):
     the source, never huggingface_hub's or json's traceback (python -m analysis predict)."""
     with pytest.raises(ValueError, match="no saved law at .*no such folder, and not a Hub repo"):
         load_law(tmp_path / "no_such_law")  # an absolute path is no repository id
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="'mylaw': no such folder, and not a Hub repository id"):
+        load_law("mylaw")  # a mistyped folder: at once, not after the Hub client's retries
+    assert time.perf_counter() - started < 2
     with pytest.raises(ValueError, match="'nobody/no-such-law': no such folder here, and none"):
         load_law("nobody/no-such-law", local_files_only=True)  # a repository id, not cached
     (tmp_path / "law.json").write_text("{}")
