@@ -20,6 +20,13 @@ here with scipy rather than with ``analysis.fit_law``):
    compute (set dL/dM = 0). It is derived here, not a number the paper tabulates; with every fitted
    run but one at M = 20 the data constrain it weakly.
 
+4. ``gadre_predictions.csv``: what the fitted laws predict for every run of the corpus that neither
+   law was fitted on, and for the paper's two extrapolation targets when the data lack them: the
+   6.9B model at M = 20 and the 1.4B model at M = 640 (N of the 6.9B model: ``OPEN_LM_7B_PARAMS``).
+   The loss comes from the loss law; the error from the error law applied to that predicted loss
+   (the paper's chain from (N, M) to error). Where a run is in the data, its observed loss and
+   error and the signed relative error (predicted / observed - 1) stand beside the prediction.
+
 Reference: the paper's Table 6, C4 row (E 1.51, a 141, b 190, eta 0.121, epsilon 0.850, k 2.08,
 gamma 0.756). This reproduction matches it to the printed digits.
 """
@@ -41,6 +48,24 @@ from analysis.testbeds import load_gadre, wide
 from analysis.testbeds.gadre import DATASETS, MODEL_SIZES, SUBSET_17, model_name
 
 COLUMNS = ("dataset", "E", "a", "b", "eta", "epsilon", "k", "gamma", "M_star")
+PREDICTION_COLUMNS = ("dataset", "size", "N", "M", "D", "C", "in_data", "loss_predicted",
+                      "loss_observed", "loss_relative_error", "error_predicted", "error_observed",
+                      "error_relative_error")  # fmt: skip
+
+
+def open_lm_params(width: int, layers: int, vocab: int = 50432) -> int:
+    """Parameters of an open_lm decoder as the released ``params`` count them: per layer 4 d^2
+    (attention) + 3 d h (SwiGLU, h = 256 ceil((8 d / 3) / 256), open_lm's rounding), input and
+    untied output embeddings, and 2 L + 1 norm weights of width d. For open_lm_1b (2048, 24) this
+    is 1,439,795,200, its released ``params`` exactly."""
+    hidden = 256 * ((int(8 * width / 3) + 255) // 256)
+    return layers * (4 * width**2 + 3 * width * hidden) + 2 * vocab * width + (2 * layers + 1) * width
+
+
+# The 6.9B runs are not in the released data; open_lm_7b is width 4096, 32 layers.
+OPEN_LM_7B_PARAMS = open_lm_params(4096, 32)
+# The paper's extrapolation targets (model, M): the 6.9B model at M = 20, the 1.4B model at M = 640.
+TARGETS = (("open_lm_7b", 20.0), ("open_lm_1b", 640.0))
 LOSS = "loss_c4_val"
 LOSS_MODELS = ("d=96_l=8_h=4", "d=512_l=8_h=4", "d=576_l=24_h=8", "d=1024_l=24_h=8")
 SMALLEST, ERROR_MODEL = "d=96_l=8_h=4", "open_lm_1b"
@@ -142,6 +167,34 @@ def fit_dataset(runs: pd.DataFrame, dataset: str) -> dict[str, float]:
     return {"dataset": dataset, **params}
 
 
+def predictions(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
+    """The fitted laws' predictions for every run of ``fit``'s corpus outside both fits, and for
+    the paper's TARGETS the data lack, with observed values where the data have them."""
+    corpus = runs[runs["dataset"] == fit["dataset"]]
+    _, error_points = fit_points(runs, fit["dataset"])
+    held_out = corpus[~corpus["run"].isin(error_points["run"])]
+    rows = [{"model": r["model"], "N": r["N"], "M": r["M"], "loss_observed": r[LOSS],
+             "error_observed": r["error"], "in_data": True} for r in held_out.to_dict("records")]
+    sizes = {model: corpus.loc[corpus["model"] == model, "N"] for model, _ in TARGETS}
+    for model, m in TARGETS:
+        if ((held_out["model"] == model) & (held_out["M"] == m)).any():
+            continue
+        N = OPEN_LM_7B_PARAMS if model == "open_lm_7b" else sizes[model].iloc[0]
+        rows.append({"model": model, "N": float(N), "M": m, "loss_observed": np.nan,
+                     "error_observed": np.nan, "in_data": False})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.insert(0, "dataset", fit["dataset"])
+    table["size"] = [MODEL_SIZES[m] for m in table["model"]]
+    table["D"] = table["M"] * table["N"]  # the runs' tokens are M N exactly
+    table["C"] = 6 * table["N"] * table["D"]
+    table["loss_predicted"] = overtrain_loss(fit, table["C"].to_numpy(), table["M"].to_numpy())
+    table["error_predicted"] = error_law(table["loss_predicted"].to_numpy(), fit["k"],
+                                         fit["gamma"], fit["epsilon"])  # fmt: skip
+    for what in ("loss", "error"):
+        table[f"{what}_relative_error"] = table[f"{what}_predicted"] / table[f"{what}_observed"] - 1
+    return table.sort_values(["in_data", "C", "M"], ascending=[False, True, True])
+
+
 def figure(runs: pd.DataFrame, fits: pd.DataFrame) -> Figure:
     """The paper's Figure 1 layout per corpus: loss against compute by M, error against loss."""
     fig = Figure(figsize=(12, 7))
@@ -185,6 +238,10 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
     present = [d for d in DATASETS if d in set(runs["dataset"])]
     fits = pd.DataFrame([fit_dataset(runs, d) for d in present])
     result.tables["gadre_fits.csv"] = write_csv(fits, out, "gadre_fits.csv", COLUMNS)
+    predicted = pd.concat([predictions(runs, fit) for fit in fits.to_dict("records")])
+    result.tables["gadre_predictions.csv"] = write_csv(
+        predicted, out, "gadre_predictions.csv", PREDICTION_COLUMNS
+    )
     result.figures.append(save_figure(figure(runs, fits), out, "gadre_fits.png"))
 
     result.say("Gadre et al. 2024: loss law on the 4 small models at M=20 + 0.011B at M=320 "
@@ -199,6 +256,21 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         if fit["failed_starts"]:
             result.say(f"note: {fit['dataset']}: {fit['failed_starts']} of 128 starts hit maxfev "
                        "and were skipped (the repository would have raised)")  # fmt: skip
+    result.say("predictions (gadre_predictions.csv): loss law, then error law on the predicted loss")
+    for dataset, group in predicted.groupby("dataset", sort=False):
+        present = group[group["in_data"]]
+        result.say(
+            f"  {dataset}: {len(present)} held-out runs in the data, median |relative error| "
+            f"loss {present['loss_relative_error'].abs().median():.1%}, "
+            f"error {present['error_relative_error'].abs().median():.1%}"
+        )
+        for row in group[group["model"].isin([m for m, _ in TARGETS])].to_dict("records"):
+            if (row["model"], row["M"]) not in TARGETS:
+                continue
+            seen = (f"observed {row['loss_observed']:.4f} / {row['error_observed']:.4f}"
+                    if row["in_data"] else "not in the data")  # fmt: skip
+            result.say(f"    {row['size']} M={row['M']:g}: loss {row['loss_predicted']:.4f}, "
+                       f"error {row['error_predicted']:.4f} ({seen})")  # fmt: skip
     sizes = ", ".join(f"{MODEL_SIZES[m]}" for m in LOSS_MODELS)
     result.say(f"fitted on {sizes} (M=20), 0.011B (M=320); error law adds 1.4B (M=20). "
                "M_star = (b/a)^(1/(2 eta)) is derived, not a paper number.")  # fmt: skip

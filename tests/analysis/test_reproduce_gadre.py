@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from analysis.reproduce import reproduce
-from analysis.reproduce.gadre import COLUMNS, error_law, fit_error_law, fit_loss_law, loss_law
+from analysis.reproduce.gadre import (
+    COLUMNS,
+    OPEN_LM_7B_PARAMS,
+    PREDICTION_COLUMNS,
+    error_law,
+    fit_error_law,
+    fit_loss_law,
+    loss_law,
+    open_lm_params,
+)
 from analysis.testbeds.gadre import SUBSET_17
 from tests.analysis.test_testbeds import write_gadre_run
 from tests.conftest import shared_path
@@ -27,6 +36,38 @@ def test_gadre_reproduces_table_6(tmp_path):
     assert c4["M_star"] == pytest.approx((c4["b"] / c4["a"]) ** (1 / (2 * c4["eta"])))
     assert (tmp_path / "gadre_fits.png").stat().st_size > 10_000
     assert "Table 6" in result.text
+
+
+def test_predictions_for_held_out_runs_and_the_papers_targets(tmp_path):
+    reproduce("gadre", shared_path("gadre"), tmp_path)
+    fits = pd.read_csv(tmp_path / "gadre_fits.csv").set_index("dataset")
+    table = pd.read_csv(tmp_path / "gadre_predictions.csv")
+    assert tuple(table.columns) == PREDICTION_COLUMNS
+    # every corpus gets the 6.9B model at M = 20, which the released data lack
+    big = table[table["size"] == "6.9B"]
+    assert sorted(big["dataset"]) == ["c4_original", "rpj", "rw_original"]
+    assert (big["N"] == OPEN_LM_7B_PARAMS).all() and (big["M"] == 20).all()
+    assert (~big["in_data"]).all() and big["loss_observed"].isna().all()
+    # predictions are the fitted laws, chained: loss from (C, M), error from that loss
+    for row in table.to_dict("records"):
+        fit = fits.loc[row["dataset"]]
+        eta = fit["eta"]
+        loss = fit["E"] + (fit["a"] * row["M"] ** eta + fit["b"] * row["M"] ** -eta) * row["C"] ** -eta
+        assert row["loss_predicted"] == pytest.approx(loss, rel=1e-12)
+        assert row["error_predicted"] == pytest.approx(
+            error_law(loss, fit["k"], fit["gamma"], fit["epsilon"]), rel=1e-12)
+        assert row["C"] == pytest.approx(6 * row["N"] * row["D"]) and row["D"] == row["M"] * row["N"]
+    # the paper's over-trained target is in the data for RedPajama: 1.4B at M = 640
+    rpj = table[(table["dataset"] == "rpj") & (table["size"] == "1.4B") & (table["M"] == 640)]
+    assert len(rpj) == 1 and bool(rpj["in_data"].iloc[0])
+    assert abs(rpj["loss_relative_error"].iloc[0]) < 0.02
+    held_out = table[table["in_data"]]
+    assert held_out["loss_observed"].notna().all() and len(held_out) > 80
+
+
+def test_open_lm_parameter_count_matches_the_released_1b():
+    assert open_lm_params(2048, 24) == 1_439_795_200  # open_lm_1b's released ``params``
+    assert round(OPEN_LM_7B_PARAMS / 1e9, 1) == 6.9  # the paper's name for open_lm_7b
 
 
 def test_loss_law_recovers_known_parameters():
