@@ -25,6 +25,12 @@ released sweep (KempnerInstitute/loss-to-loss-notebooks ``data/sweep.csv``).
    relates two corpora (the paper's "test losses of two models trained on two separate train
    datasets"); ``data`` and ``data1`` play the roles of ``train_to_train.csv``'s data0 and data1.
 
+5. ``predictions_1e21.csv``: what each of the 276 scaling fits predicts for the paper's largest run on
+   its corpus, depth 40 (d = 2560) at C = 1e21 FLOPs, which the released sweep leaves out:
+   N = 2 V d + n (12 d^2 + 4 d) + d with V = 32000 (the parameter count of ``sweep.csv``'s
+   ``params`` column), D = C / (6 N) as its ``tokens`` are. Columns data, loss_name, form, N, D, C,
+   prediction.
+
 ``r_squared`` of the scaling fits is on the loss scale (as the notebooks'); of the loss-to-loss
 fits it is the R^2 of the log-log regression. A point with x <= E_x or y <= E_y has no logarithm;
 such points are left out and counted (``n_excluded`` in ``loss_to_loss_check.csv``). It happens only
@@ -65,6 +71,7 @@ from analysis.workflows import fit_loss_to_loss, pair_runs
 SCALING_COLUMNS = ("data", "loss_name", "form", "A", "B", "E", "alpha", "beta")
 TRAIN_TO_TRAIN_COLUMNS = ("data0", "data1", "kappa", "K", "E_x", "E_y", "r_squared")
 TRAIN_TO_TEST_COLUMNS = ("data", "test", "kappa", "K", "E_x", "E_y", "r_squared")
+PREDICTION_COLUMNS = ("data", "loss_name", "form", "N", "D", "C", "prediction")
 TEST_TO_TEST_COLUMNS = ("data", "data1", "test", "kappa", "K", "E_x", "E_y", "r_squared")
 FORMS = ("kaplan", "chinchilla")
 
@@ -143,6 +150,29 @@ def scaling_fits(sweep: pd.DataFrame, notebook: pd.DataFrame | None) -> pd.DataF
             row["loss_notebook_float32"] = float(theirs["loss"])
             row["E_notebook"] = float(theirs["E"])
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# The paper's largest runs, absent from the released sweep: depth 40 at 1e21 FLOPs on each corpus.
+LARGEST_DEPTH, LARGEST_C = 40, 1e21
+
+
+def paper_params(n: int) -> int:
+    """N at depth n as the sweep counts it (embeddings included); the same formula as
+    ``modeling_l2l.paper_param_count``, restated because analysis imports without torch."""
+    d = 64 * n
+    return 2 * 32000 * d + n * (12 * d * d + 4 * d) + d
+
+
+def largest_run_predictions(fits: pd.DataFrame) -> pd.DataFrame:
+    """Each scaling fit's prediction for its corpus' run at LARGEST_DEPTH and LARGEST_C."""
+    N = float(paper_params(LARGEST_DEPTH))
+    D = LARGEST_C / (6 * N)
+    rows = []
+    for fit in fits.to_dict("records"):
+        prediction = get_form(fit["form"]).predict(fit, {"N": np.array([N]), "D": np.array([D])})
+        rows.append({"data": fit["data"], "loss_name": fit["loss_name"], "form": fit["form"],
+                     "N": N, "D": D, "C": LARGEST_C, "prediction": float(prediction[0])})
     return pd.DataFrame(rows)
 
 
@@ -270,6 +300,11 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         fits, out, "scaling_fits_check.csv", check_columns
     )
 
+    largest = largest_run_predictions(fits)
+    result.tables["predictions_1e21.csv"] = write_csv(
+        largest, out, "predictions_1e21.csv", PREDICTION_COLUMNS
+    )
+
     E_val = kaplan_E(fits, VAL_LOSS)
     E_test = {test: kaplan_E(fits, test) for test in TEST_LOSSES}
     pairs_of = all_pairs(sweep)
@@ -328,4 +363,10 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         f"{te2te['r_squared'].median():.4f}; points without a logarithm (x <= E_x or y <= E_y) "
         f"left out: {excluded}"
     )
+    own = largest[largest["loss_name"] == VAL_LOSS].pivot(
+        index="data", columns="form", values="prediction"
+    )
+    result.say(f"predicted val_loss of the depth-{LARGEST_DEPTH} run at C = {LARGEST_C:.0e} "
+               f"(N = {paper_params(LARGEST_DEPTH):.4g}; not in the released sweep):",
+               *frame_lines(own.reset_index(), digits=4))  # fmt: skip
     return result

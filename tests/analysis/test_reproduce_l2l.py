@@ -6,14 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import get_form
 from analysis.reproduce import reproduce
 from analysis.reproduce.l2l import (
+    PREDICTION_COLUMNS,
     SCALING_COLUMNS,
     TEST_LOSSES,
     TEST_TO_TEST_COLUMNS,
     TRAIN_TO_TEST_COLUMNS,
     TRAIN_TO_TRAIN_COLUMNS,
     loss_to_loss,
+    paper_params,
 )
 from analysis.testbeds.l2l import read_opt_params
 from tests.conftest import shared_path
@@ -78,3 +81,31 @@ def test_loss_to_loss_recovers_a_shifted_power_law():
     assert fit["r_squared"] == pytest.approx(1.0) and fit["n_excluded"] == 0
     # points below an asymptote have no logarithm: left out and counted
     assert loss_to_loss(np.r_[x, 2.0], np.r_[y, 1.0], 2.1, 0.9)["n_excluded"] == 1
+
+
+def test_predictions_for_the_papers_largest_runs(l2l_outputs):
+    """Each of the 276 fits evaluated at depth 40 and 1e21 FLOPs, the runs the sweep leaves out."""
+    out, result = l2l_outputs
+    table = pd.read_csv(out / "predictions_1e21.csv")
+    fits = pd.read_csv(out / "scaling_fits.csv")
+    assert tuple(table.columns) == PREDICTION_COLUMNS and len(table) == len(fits) == 276
+    N = paper_params(40)
+    assert (table["N"] == N).all() and np.allclose(table["D"], 1e21 / (6 * N), rtol=1e-15)
+    for fit, row in zip(fits.to_dict("records"), table.to_dict("records"), strict=True):
+        assert (row["data"], row["loss_name"], row["form"]) == (fit["data"], fit["loss_name"],
+                                                               fit["form"])  # fmt: skip
+        expected = get_form(fit["form"]).predict(fit, {"N": np.array([N]), "D": np.array([row["D"]])})
+        assert row["prediction"] == pytest.approx(float(expected[0]), rel=1e-12)
+    # 20x the largest released budget: each corpus' val_loss below anything it has reached
+    sweep = pd.read_csv(shared_path("l2l") / "sweep.csv")
+    own = table[table["loss_name"] == "val_loss"]
+    for row in own.to_dict("records"):
+        assert row["prediction"] < sweep.loc[sweep["data"] == row["data"], "val_loss"].min()
+    assert "depth-40 run at C = 1e+21" in result.text
+
+
+def test_paper_params_is_the_models_count():
+    pytest.importorskip("torch")
+    from modeling_l2l import paper_param_count
+
+    assert all(paper_params(n) == paper_param_count(n) for n in (4, 12, 32, 40))
