@@ -29,7 +29,9 @@ fitting error (``step1_main.csv`` "Fit Error": mean |relative error| over the 16
 step-1 prediction for the 13B target (N = 13,202,396,160, D = 5,000,088,518,656; ``Pred``) and the
 chained prediction of its accuracy (``chained_main.csv`` ``Pred``). Only predictions are used; the
 target runs' measured values are not part of this package. This reproduction matches all three to
-at least five significant digits.
+at least five significant digits. ``ladder_check.csv`` also holds the same two predictions for the
+7B-4T target (N = 6,887,575,552, D = 3,945,065,873,408, as the repository's ``predict.py`` usage
+lines give them), for which the repository publishes no prediction to compare with.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ SKIP_FRACTION = 0.1  # --skip_perc 0.1
 STEP1_START = (3.0, 6.0, 0.1, 0.2, 1.0)  # [log A, log B, alpha, beta, E]
 HUBER_DELTA = 1e-3
 TARGET_13B = (13_202_396_160, 5_000_088_518_656)  # N, D of the 13B-5T target (README, predict.py)
+TARGET_7B = (6_887_575_552, 3_945_065_873_408)  # N, D of the 7B-4T target (predict.py's usage lines)
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ def fit_task(frame: pd.DataFrame, task: Task) -> dict:
     loss, accuracy = step2_points(frame, task)
     (a, L0, k, b), covariance_warning = fit_sigmoid(loss, accuracy, task.chance)
     target_loss = float(task_loss_law(*TARGET_13B, theta))
+    loss_7b = float(task_loss_law(*TARGET_7B, theta))
     return {
         "task": task.name,
         "A": math.exp(theta[0]), "B": math.exp(theta[1]), "alpha": theta[2], "beta": theta[3],
@@ -238,6 +242,7 @@ def fit_task(frame: pd.DataFrame, task: Task) -> dict:
         "fit_error": float(np.mean(np.abs((fitted - points["y"]) / points["y"]))),
         "pred_13b_task_loss": target_loss,
         "pred_13b_accuracy": float(sigmoid(target_loss, a, L0, k, b)),
+        "pred_7b_task_loss": loss_7b, "pred_7b_accuracy": float(sigmoid(loss_7b, a, L0, k, b)),
         "step2_points": len(loss), "covariance_warning": covariance_warning,
     }  # fmt: skip
 
@@ -279,6 +284,9 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
     checks = fits[["task", "fit_error", "pred_13b_task_loss", "pred_13b_accuracy"]].copy()
     for i, name in enumerate(("fit_error", "pred_13b_task_loss", "pred_13b_accuracy")):
         checks[f"{name}_published"] = checks["task"].map(lambda t, i=i: PUBLISHED[t][i])
+    # the 7B-4T target has no published prediction to check against: ours only
+    checks[["pred_7b_task_loss", "pred_7b_accuracy"]] = fits[["pred_7b_task_loss",
+                                                              "pred_7b_accuracy"]]  # fmt: skip
     result.tables["ladder_check.csv"] = write_csv(checks, out, "ladder_check.csv", checks.columns)
     result.figures.append(save_figure(figure(frame, fits), out, "ladder_fits.png"))
 
@@ -300,6 +308,8 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
                     ("step-1 fitting error", fit["fit_error"], paper[0]),
                     ("13B task loss (step 1)", fit["pred_13b_task_loss"], paper[1]),
                     ("13B accuracy (chained)", fit["pred_13b_accuracy"], paper[2]),
+                    ("7B task loss (step 1)", fit["pred_7b_task_loss"], None),
+                    ("7B accuracy (chained)", fit["pred_7b_accuracy"], None),
                 ],
                 headers=("", "ours", "OLMo-ladder"),
             )

@@ -31,6 +31,16 @@ def test_ladder_reproduces_the_repositorys_outputs(tmp_path):
         np.testing.assert_allclose(
             checks[name], checks[f"{name}_published"], rtol=1e-4, err_msg=name
         )
+    # the 7B-4T target, through the same two laws; it has less compute than the 13B-5T one
+    fits_by_task = fits.set_index("task")
+    for row in checks.to_dict("records"):
+        fit = fits_by_task.loc[row["task"]]
+        theta = [np.log(fit["A"]), np.log(fit["B"]), fit["alpha"], fit["beta"], fit["E"]]
+        loss = task_loss_law(6_887_575_552, 3_945_065_873_408, np.array(theta))
+        assert row["pred_7b_task_loss"] == pytest.approx(float(loss), rel=1e-9)
+        assert row["pred_7b_task_loss"] > row["pred_13b_task_loss"]
+        assert row["pred_7b_accuracy"] == pytest.approx(
+            float(sigmoid(loss, fit["a"], fit["L0"], fit["k"], fit["b"])), rel=1e-9)
     assert (fits[["A", "B", "E", "alpha", "beta"]] >= 0).all().all()  # bounded at 0, as upstream
     assert ((fits["a"] >= -1) & (fits["a"] <= 0) & (fits["b"] <= 1)).all()
     assert (tmp_path / "ladder_fits.png").exists()
