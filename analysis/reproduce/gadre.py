@@ -64,8 +64,8 @@ def open_lm_params(width: int, layers: int, vocab: int = 50432) -> int:
 
 # The 6.9B runs are not in the released data; open_lm_7b is width 4096, 32 layers.
 OPEN_LM_7B_PARAMS = open_lm_params(4096, 32)
-# The paper's extrapolation targets (model, M): the 6.9B model at M = 20, the 1.4B model at M = 640.
-TARGETS = (("open_lm_7b", 20.0), ("open_lm_1b", 640.0))
+# The paper's extrapolation targets (model, N, M): the 6.9B model at M = 20, the 1.4B at M = 640.
+TARGETS = (("open_lm_7b", OPEN_LM_7B_PARAMS, 20.0), ("open_lm_1b", open_lm_params(2048, 24), 640.0))
 LOSS = "loss_c4_val"
 LOSS_MODELS = ("d=96_l=8_h=4", "d=512_l=8_h=4", "d=576_l=24_h=8", "d=1024_l=24_h=8")
 SMALLEST, ERROR_MODEL = "d=96_l=8_h=4", "open_lm_1b"
@@ -175,11 +175,9 @@ def predictions(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
     held_out = corpus[~corpus["run"].isin(error_points["run"])]
     rows = [{"model": r["model"], "N": r["N"], "M": r["M"], "loss_observed": r[LOSS],
              "error_observed": r["error"], "in_data": True} for r in held_out.to_dict("records")]
-    sizes = {model: corpus.loc[corpus["model"] == model, "N"] for model, _ in TARGETS}
-    for model, m in TARGETS:
+    for model, N, m in TARGETS:
         if ((held_out["model"] == model) & (held_out["M"] == m)).any():
             continue
-        N = OPEN_LM_7B_PARAMS if model == "open_lm_7b" else sizes[model].iloc[0]
         rows.append({"model": model, "N": float(N), "M": m, "loss_observed": np.nan,
                      "error_observed": np.nan, "in_data": False})  # fmt: skip
     table = pd.DataFrame(rows)
@@ -257,6 +255,7 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
             result.say(f"note: {fit['dataset']}: {fit['failed_starts']} of 128 starts hit maxfev "
                        "and were skipped (the repository would have raised)")  # fmt: skip
     result.say("predictions (gadre_predictions.csv): loss law, then error law on the predicted loss")
+    targets = {(model, m) for model, _, m in TARGETS}
     for dataset, group in predicted.groupby("dataset", sort=False):
         present = group[group["in_data"]]
         result.say(
@@ -264,8 +263,8 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
             f"loss {present['loss_relative_error'].abs().median():.1%}, "
             f"error {present['error_relative_error'].abs().median():.1%}"
         )
-        for row in group[group["model"].isin([m for m, _ in TARGETS])].to_dict("records"):
-            if (row["model"], row["M"]) not in TARGETS:
+        for row in group.to_dict("records"):
+            if (row["model"], row["M"]) not in targets:
                 continue
             seen = (f"observed {row['loss_observed']:.4f} / {row['error_observed']:.4f}"
                     if row["in_data"] else "not in the data")  # fmt: skip
