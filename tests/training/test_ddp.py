@@ -12,14 +12,12 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import REPO, run_subprocess, tiny_config
+from tests.training.conftest import run_subprocess, tiny_config
 from training.launch import ACCELERATE_CONFIGS, SLURM_TEMPLATE
 from training.trainer import train
 
@@ -94,15 +92,12 @@ def test_slurm_template_trains_across_two_nodes_like_one_process(tmp_path, token
         path = bin_dir / name
         path.write_text(f"#!/bin/bash\n{body}\n")
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1",
-           "ACCELERATE_CONFIG": str(ACCELERATE_CONFIGS["cpu_ddp"]), "GPUS_PER_NODE": "1",
-           "MAIN_PORT": str(free_port()), "SLURM_JOB_NODELIST": "localhost",
-           "SLURM_NNODES": "2", "SLURM_JOB_ID": "1",
-           "PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable),
-                                    os.environ["PATH"]])}
-    proc = subprocess.run(["bash", str(SLURM_TEMPLATE), str(config)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    proc = run_subprocess(
+        ["bash", str(SLURM_TEMPLATE), str(config)], timeout=300,
+        env={"ACCELERATE_USE_CPU": "1", "ACCELERATE_CONFIG": str(ACCELERATE_CONFIGS["cpu_ddp"]),
+             "GPUS_PER_NODE": "1", "MAIN_PORT": str(free_port()),
+             "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "2", "SLURM_JOB_ID": "1",
+             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert "on 2 node(s) x 1 GPU(s), rendezvous 127.0.0.1:" in proc.stdout
     assert_same_training(tmp_path / "one", tmp_path / "two", single)
