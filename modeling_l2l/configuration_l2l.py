@@ -11,10 +11,14 @@ This file is copied next to the weights for ``trust_remote_code`` loading: it im
 from __future__ import annotations
 
 import difflib
+import functools
 
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # Depths of the paper's sweep: every n from 4 to 22, then even n up to 32 (the `n_layers` column of
 # the released sweep.csv), plus n = 40 for the 1e21-FLOP runs.
@@ -29,6 +33,23 @@ PAPER_VOCAB_SIZE = 32000
 _CONFIG_INIT_KWARGS = frozenset(
     {"attn_implementation", "experts_implementation", "output_attentions"}
 )
+# Keys that a saved config.json (or transformers' loading code) carries besides the fields, which
+# PreTrainedConfig consumes or keeps as plain attributes.
+_SAVED_CONFIG_KEYS = frozenset(
+    {
+        "auto_map",
+        "model_type",
+        "torch_dtype",
+        "num_labels",
+        "name_or_path",
+        "_name_or_path",
+        "_commit_hash",
+        "per_layer_config",
+        "_attn_implementation_internal",
+        "_experts_implementation_internal",
+        "quantization_config",
+    }
+)
 
 # Entries that let a user without this package load a saved folder with trust_remote_code.
 # transformers writes only the config's and the saved class's entries, so we declare all three.
@@ -37,6 +58,21 @@ AUTO_MAP = {
     "AutoModel": "modeling_l2l.L2LModel",
     "AutoModelForCausalLM": "modeling_l2l.L2LForCausalLM",
 }
+
+
+@functools.cache
+def _generation_keys() -> frozenset[str]:
+    """Generation settings that old configs carry and PreTrainedConfig moves out of the config."""
+    return frozenset(GenerationConfig().to_dict())
+
+
+def _describe_unknown(names, known) -> str:
+    """``'x' (did you mean 'y'?), 'z'`` for an error message."""
+    hints = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(hints)
 
 
 def paper_param_count(n: int, vocab_size: int = PAPER_VOCAB_SIZE) -> int:
@@ -62,7 +98,7 @@ class L2LConfig(PreTrainedConfig):
     """
 
     model_type = "l2l"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
     # QK-LayerNorm is over the full width, so q and k must be gathered before the norm under tensor
     # parallelism (as for OLMo2's full-width QK-RMSNorm).
     base_model_tp_plan = {
@@ -114,6 +150,7 @@ class L2LConfig(PreTrainedConfig):
     """The paper's models have an untied output head. Declared so that the default is False."""
 
     def __post_init__(self, **kwargs):
+        self._check_unknown_keys(kwargs)
         # Derive only from well-typed values: the @strict type check runs after this and reports
         # a wrong type by field name.
         width, heads = self.hidden_size, self.num_attention_heads
@@ -127,6 +164,26 @@ class L2LConfig(PreTrainedConfig):
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, float(value))
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def _check_unknown_keys(cls, extra: dict) -> None:
+        """A key that is not a field: an error when it is a misspelt field, a warning otherwise.
+
+        PreTrainedConfig keeps any extra key as an attribute, so ``num_hiden_layers`` in a
+        config.json would be stored and ignored while the model is built with the default depth.
+        A key close to a declared field can only be a typo; other extra keys are kept (tools add
+        their own) but named in a warning.
+        """
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(extra) - fields - _CONFIG_INIT_KWARGS - _SAVED_CONFIG_KEYS - _generation_keys()
+        typos = {name for name in unknown if difflib.get_close_matches(name, fields, n=1, cutoff=0.8)}
+        if typos:
+            raise ValueError(f"L2LConfig: unknown field(s) {_describe_unknown(typos, fields)}.")
+        if unknown:
+            logger.warning(
+                f"L2LConfig: key(s) {', '.join(sorted(map(repr, unknown)))} are not fields of the "
+                "config; they are kept as attributes but do not change the architecture."
+            )
 
     def validate_architecture(self):
         """Part of the ``@strict`` validation: shapes that cannot build the model raise here."""
@@ -186,13 +243,11 @@ class L2LConfig(PreTrainedConfig):
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"L2LConfig.from_depth: depth n must be a positive int, got {n!r}.")
         known = set(cls.__dataclass_fields__) | _CONFIG_INIT_KWARGS
-        unknown = sorted(set(overrides) - known)
+        unknown = set(overrides) - known
         if unknown:
-            hints = []
-            for name in unknown:
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"L2LConfig.from_depth: unknown field(s) {', '.join(hints)}.")
+            raise ValueError(
+                f"L2LConfig.from_depth: unknown field(s) {_describe_unknown(unknown, known)}."
+            )
         fields = dict(
             vocab_size=PAPER_VOCAB_SIZE,
             hidden_size=PAPER_HEAD_DIM * n,

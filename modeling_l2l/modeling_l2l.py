@@ -17,6 +17,7 @@ Architecture only: no optimizer, data or training code. This file is copied besi
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -28,9 +29,15 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import (
+    ALL_ATTENTION_FUNCTIONS,
+    PreTrainedModel,
+    slice_logits_to_keep,
+)
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_l2l import AUTO_MAP, L2LConfig
@@ -64,6 +71,12 @@ def peak_flops_for_device(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return flops
     return None
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+    """The first few of a list of names, for an error message."""
+    more = f", ... and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 class L2LRotaryEmbedding(nn.Module):
@@ -160,12 +173,13 @@ class L2LAttention(nn.Module):
         self.q_norm = nn.LayerNorm(width, eps=config.layer_norm_eps, bias=False)
         self.k_norm = nn.LayerNorm(width, eps=config.layer_norm_eps, bias=False)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -178,8 +192,8 @@ class L2LAttention(nn.Module):
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
 
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -230,19 +244,20 @@ class L2LDecoderLayer(GradientCheckpointingLayer):
         )
         self.mlp = L2LMLP(config, layer_idx)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attn_out, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + attn_out
@@ -255,7 +270,7 @@ class L2LPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["L2LDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -288,6 +303,65 @@ class L2LPreTrainedModel(PreTrainedModel):
             truncated_normal(module.weight, self.config.hidden_size**-0.5)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' loader, made strict: safetensors only, and every parameter loaded.
+
+        - Weights load from ``model.safetensors`` (or its sharded index) only; a folder or repo
+          holding only a pickled ``pytorch_model.bin`` is refused, since unpickling can run code.
+        - A parameter of the model missing from the checkpoint (a config with more layers than the
+          weights, a head missing) is an error rather than a random initialisation reported in a
+          log line; so are checkpoint tensors the model has no place for (fewer layers in the
+          config than in the weights), except the head when loading the headless ``L2LModel``.
+        """
+        if kwargs.get("use_safetensors") is False or kwargs.get("gguf_file"):
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: weights load from safetensors only "
+                "(use_safetensors=False and gguf_file are refused)."
+            )
+        path = pretrained_model_name_or_path
+        if path is not None and os.path.isfile(path) and not str(path).endswith(".safetensors"):
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: {path} is not a .safetensors file; weights load "
+                "from safetensors only."
+            )
+        kwargs["use_safetensors"] = True
+        return_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                path, *model_args, output_loading_info=True, **kwargs
+            )
+        except OSError as error:
+            if "safetensors" not in str(error):
+                raise
+            raise OSError(
+                f"{cls.__name__}.from_pretrained: {path} has no safetensors weights "
+                "(model.safetensors or model.safetensors.index.json). L2L weights load from "
+                "safetensors only: a pickled checkpoint such as pytorch_model.bin can run code when "
+                "it is loaded. Where you trust the file, load it with torch and save it again with "
+                "save_pretrained, which writes safetensors."
+            ) from error
+        missing = sorted(info["missing_keys"])
+        unexpected = sorted(
+            key
+            for key in info["unexpected_keys"]
+            if model.get_output_embeddings() is not None or not key.startswith("lm_head.")
+        )
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} parameter(s) of the model are not in the checkpoint "
+                             f"({_first(missing)})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} tensor(s) of the checkpoint have no place in the "
+                             f"model ({_first(unexpected)})")
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained({path}): the config does not match the weights: "
+                f"{'; '.join(parts)}. Check config.json (num_hidden_layers={model.config.num_hidden_layers}, "
+                f"hidden_size={model.config.hidden_size}) against the checkpoint."
+            )
+        return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes auto_map only for the config and the saved class; a user without this
@@ -351,6 +425,44 @@ class L2LPreTrainedModel(PreTrainedModel):
         return tokens_per_second * self.num_flops_per_token(seq_len) / peak_flops
 
 
+
+def check_inputs(
+    config: L2LConfig,
+    input_ids: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    cache: Cache | None,
+) -> None:
+    """Refuse token ids outside the vocabulary and positions outside the trained context.
+
+    The embedding would raise a bare ``IndexError`` for a bad id (or a device-side assert on a
+    GPU), and RoPE would silently extrapolate past the context. Positions, not lengths, are
+    checked: packed rows restart at 0, and left-padded generation has fewer positions than cache
+    slots. One host synchronisation for both checks; the details are computed only on failure.
+    """
+    context, vocab = config.max_position_embeddings, config.vocab_size
+    ok = (position_ids < context).all()
+    if input_ids is not None:
+        ok = ok & ((input_ids >= 0) & (input_ids < vocab)).all()
+    if bool(ok):
+        return
+    if input_ids is not None:
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab)].unique()
+        if bad.numel():
+            shown = ", ".join(str(i) for i in bad[:5].tolist())
+            more = f" and {bad.numel() - 5} more" if bad.numel() > 5 else ""
+            raise ValueError(
+                f"L2LModel: input ids {shown}{more} are outside the vocabulary (vocab_size={vocab}: "
+                f"ids 0 to {vocab - 1}). Was the input tokenized with this model's tokenizer?"
+            )
+    cached = int(cache.get_seq_length()) if cache is not None else 0
+    raise ValueError(
+        f"L2LModel: position {int(position_ids.max())} is beyond the context, "
+        f"max_position_embeddings={context} (positions 0 to {context - 1}; {cached} cached + "
+        f"{position_ids.shape[-1]} new tokens). The model was trained on sequences of that length; "
+        "truncate the input or split it into windows."
+    )
+
+
 class L2LModel(L2LPreTrainedModel):
     """Embedding, decoder blocks and final LayerNorm (no head): returns the last hidden state."""
 
@@ -371,46 +483,46 @@ class L2LModel(L2LPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @merge_with_config_defaults
     @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        """As transformers' Llama, except that the input ids and positions are checked first.
+
+        Packed rows (``position_ids`` restarting at 0 inside a row, no ``attention_mask``) attend
+        within each document only when no cache is in use (``use_cache=False``, as in training):
+        transformers detects packing from the positions only without a cache.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("L2LModel: pass exactly one of input_ids or inputs_embeds.")
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if position_ids is None:
+            past_seen = cache.get_seq_length() if cache is not None else 0
+            tokens = input_ids if input_ids is not None else inputs_embeds
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device) + past_seen
+            position_ids = position_ids.unsqueeze(0)
+        if not torch.compiler.is_compiling():
+            # Data-dependent branches: outside compiled graphs only, so that fullgraph compilation
+            # and compiled generation (which build the same positions) trace without a break.
+            check_inputs(self.config, input_ids, position_ids, cache)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False  # the recompute in backward would write the cache a second time
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-        total_length = past_seen + inputs_embeds.shape[1]
-        if total_length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"L2LModel: sequence of {total_length} tokens ({past_seen} cached + "
-                f"{inputs_embeds.shape[1]} new) is longer than the context, "
-                f"max_position_embeddings={self.config.max_position_embeddings}. The model was "
-                "trained on sequences of that length; truncate or split the input into windows."
-            )
-        if position_ids is None:
-            position_ids = torch.arange(past_seen, total_length, device=inputs_embeds.device)
-            position_ids = position_ids.unsqueeze(0)
 
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
@@ -421,13 +533,10 @@ class L2LModel(L2LPreTrainedModel):
                 hidden_states,  # positional: required by reentrant gradient checkpointing
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(
-            last_hidden_state=self.norm(hidden_states),
-            past_key_values=past_key_values if use_cache else None,
-        )
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
 class L2LForCausalLM(L2LPreTrainedModel, GenerationMixin):
@@ -450,13 +559,14 @@ class L2LForCausalLM(L2LPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -465,21 +575,20 @@ class L2LForCausalLM(L2LPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """``labels`` are the input ids (shifted inside the loss); -100 marks ignored positions.
 
-        ``logits_to_keep``: an int keeps the last that many positions (0: all), a 1-D tensor keeps
+        ``logits_to_keep``: an int keeps the last that many positions (0: all), a tensor keeps
         those positions; generation uses 1 to skip the full-vocabulary projection of the prompt.
         """
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
 
         loss = None
         if labels is not None:
@@ -489,7 +598,7 @@ class L2LForCausalLM(L2LPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

@@ -225,7 +225,7 @@ def evaluate(model, accelerator, sequences: np.ndarray, micro_batch_size: int,
                                     accelerator.num_processes, max_batches):
         ids = torch.from_numpy(np.asarray(sequences[batch if len(batch) else [0]],
                                           dtype=np.int64)).to(accelerator.device)
-        logits = model(input_ids=ids).logits
+        logits = model(input_ids=ids, use_cache=False).logits
         if len(batch):
             _, cross_entropy, _ = causal_lm_loss(logits, ids, z_loss=0.0)
             predictions = ids.shape[0] * (ids.shape[1] - 1)
@@ -405,7 +405,7 @@ def train(cfg: TrainingConfig) -> dict:
             batch = batch.to(accelerator.device, non_blocking=True)
             sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
             with sync:
-                logits = model(input_ids=batch).logits
+                logits = model(input_ids=batch, use_cache=False).logits
                 loss, cross_entropy, z_squared = loss_fn(logits, batch, cfg.optim.z_loss)
                 # Every micro-batch predicts micro x (L - 1) tokens (packed, never padded), so
                 # the mean of the micro-batch means, and DDP's mean over processes, is the

@@ -152,7 +152,7 @@ def test_cached_forward_matches_full_forward(tiny_model):
     with torch.no_grad():
         full = tiny_model(ids).logits
         first = tiny_model(ids[:, :6], use_cache=True)
-        rest = tiny_model(ids[:, 6:], past_key_values=first.past_key_values, use_cache=True)
+        rest = tiny_model(ids[:, 6:], cache=first.cache, use_cache=True)
     torch.testing.assert_close(rest.logits, full[:, 6:], rtol=1e-5, atol=1e-5)
 
 
@@ -227,12 +227,12 @@ def test_heads_not_dividing_width_raise():
 
 
 def test_sequence_longer_than_context_raises(tiny_model):
-    with pytest.raises(ValueError, match="longer than the context.*max_position_embeddings=32"):
+    with pytest.raises(ValueError, match="position 32 is beyond the context.*max_position_embeddings=32"):
         tiny_model(torch.zeros(1, 33, dtype=torch.long))
     # the cache counts too
     out = tiny_model(torch.zeros(1, 30, dtype=torch.long), use_cache=True)
-    with pytest.raises(ValueError, match="30 cached"):
-        tiny_model(torch.zeros(1, 3, dtype=torch.long), past_key_values=out.past_key_values)
+    with pytest.raises(ValueError, match="position 32 .*30 cached \\+ 3 new"):
+        tiny_model(torch.zeros(1, 3, dtype=torch.long), cache=out.cache)
 
 
 def test_wrong_config_field_or_type_raises():

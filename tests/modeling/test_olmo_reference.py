@@ -195,11 +195,11 @@ def test_cached_decoding_matches_olmo(olmo_and_converted):
     with torch.no_grad():
         ours = model(ids[:, :16], use_cache=True)
         theirs = olmo(ids[:, :16], use_cache=True)
-        cache, past = ours.past_key_values, theirs.attn_key_values
+        cache, past = ours.cache, theirs.attn_key_values
         for step in range(16, 24):
-            ours = model(ids[:, step : step + 1], past_key_values=cache, use_cache=True)
+            ours = model(ids[:, step : step + 1], cache=cache, use_cache=True)
             theirs = olmo(ids[:, step : step + 1], past_key_values=past, use_cache=True)
-            cache, past = ours.past_key_values, theirs.attn_key_values
+            cache, past = ours.cache, theirs.attn_key_values
             torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-5, atol=1e-5)
 
 
