@@ -130,9 +130,11 @@ class L2LConfig(PreTrainedConfig):
     hidden_act: str = "gelu"
     """MLP activation, a key of transformers' ACT2FN. "gelu" is the exact (erf) GELU of the paper."""
     max_position_embeddings: int = 512
-    """Context length. Longer inputs raise an error rather than extrapolating RoPE silently."""
+    """Context length. Positions beyond it raise an error rather than extrapolating RoPE silently."""
     rope_theta: float | int = 10000.0
-    """RoPE base frequency."""
+    """RoPE base frequency. There is deliberately no ``rope_parameters`` (RoPE scaling): the paper's
+    models were trained at one context and every use here stays inside it, so a scaling rule the
+    models never saw in training would only hide an input that is too long."""
     layer_norm_eps: float = 1e-5
     """Epsilon of every LayerNorm (PyTorch's default, as in the OLMo fork)."""
     initializer_cutoff_factor: float | int = 3.0

@@ -50,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    from training.checkpoint import CheckpointError
     from training.corpora import CorpusError
+    from training.run_lock import RunLockedError
     from training.trainer import NonFiniteLossError, train
 
     try:
         train(cfg)
-    except (ConfigError, CorpusError, FileExistsError) as exc:
+    except (ConfigError, CorpusError, FileExistsError, CheckpointError, RunLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -9,6 +9,12 @@ process has finished writing and ``train_state.json`` is on disk; a folder witho
 therefore leaves either the previous checkpoints alone or the new one complete. Older complete
 checkpoints beyond ``keep_last`` are deleted only after the new one is committed.
 
+Every checkpoint holds ``manifest.json``, written last before the commit: the size and SHA-256
+of each of its files. A resume verifies it, so bytes damaged after the write (a disk error, a
+partial copy, a file zeroed in place with its header intact) are found before they are trained
+on: the damaged checkpoint is moved aside (``damaged-step_<n>``, kept, never loaded) and the run
+resumes from the newest one that verifies, saying so; with none left it stops with a message.
+
 We name the folders ourselves instead of using accelerate's automatic naming, whose counter
 (``project_configuration.iteration``) ``load_state`` does not advance past the loaded checkpoint.
 The training state is JSON rather than a pickled registered object: accelerate unpickles those
@@ -18,14 +24,22 @@ with ``weights_only=False``, while everything loaded here goes through safetenso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 TRAIN_STATE = "train_state.json"
+MANIFEST = "manifest.json"
 _NAME = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run can be resumed (damaged, unreadable); the message says which and
+    what to do."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -88,6 +102,7 @@ def save_checkpoint(accelerator, root: str | os.PathLike, state: dict, keep_last
         state_tmp = tmp / (TRAIN_STATE + ".tmp")
         state_tmp.write_text(json.dumps(state, indent=1))
         state_tmp.replace(tmp / TRAIN_STATE)
+        write_manifest(tmp)
         _fsync_tree(tmp)
         if final.exists():  # a folder of that name without train_state.json: nothing loadable
             shutil.rmtree(final)
@@ -103,16 +118,99 @@ def load_checkpoint(accelerator, path: str | os.PathLike) -> dict:
     """Restore model, optimizer, scaler and RNG states from ``path``; return its train state."""
     path = Path(path)
     if not (path / TRAIN_STATE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAIN_STATE})")
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {TRAIN_STATE})")
     try:
         state = read_train_state(path)
         accelerator.load_state(str(path))
     except Exception as exc:  # a damaged file: say which checkpoint, never start over silently
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); move it away to "
             "resume from the one before it"
         ) from exc
     return state
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: size and SHA-256 of every other file in ``folder`` (written last)."""
+    files = {
+        str(child.relative_to(folder)): {"size": child.stat().st_size,
+                                         "sha256": _file_sha256(child)}
+        for child in sorted(folder.rglob("*"))
+        if child.is_file() and child.name not in (MANIFEST, MANIFEST + ".tmp")
+    }
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"files": files}, indent=1))
+    tmp.replace(folder / MANIFEST)
+
+
+def verify_checkpoint(folder: Path) -> str | None:
+    """None when every file of ``folder`` matches its manifest, else what is wrong, in words.
+
+    A checkpoint written before manifests existed has none; it is accepted (``"unverified"``
+    is then the caller's to report) since refusing it would strand every older run."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return None
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size} bytes, its manifest says {expected['size']}"
+        if _file_sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum (its bytes changed after it was written)"
+    return None
+
+
+def resumable_checkpoint(root: str | os.PathLike,
+                         log: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint under ``root`` that verifies against its manifest, or None when
+    there is none at all. Newer damaged ones are moved aside to ``damaged-step_<n>`` (kept for
+    inspection, never loaded) and reported through ``log``; when every checkpoint is damaged
+    nothing is moved and ``CheckpointError`` says what was found. Main process only."""
+    root = Path(root)
+    found = list_checkpoints(root)
+    damaged: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            good = path
+            break
+        damaged.append((path, problem))
+    else:
+        if not damaged:
+            return None
+        listed = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+        raise CheckpointError(
+            f"no checkpoint under {root} can be resumed, every one is damaged ({listed}). "
+            "Nothing was changed; restore them from a copy, or remove the run folder to train "
+            "the run again from the start"
+        )
+    for path, problem in damaged:
+        aside = root / f"damaged-{path.name}"
+        suffix = 1
+        while aside.exists():
+            aside, suffix = root / f"damaged-{path.name}.{suffix}", suffix + 1
+        os.replace(path, aside)
+        log(f"checkpoint {path.name} is damaged ({problem}); moved it to {aside.name} and "
+            f"resuming from {good.name}")
+    if not (good / MANIFEST).is_file():
+        log(f"note: checkpoint {good.name} has no {MANIFEST} (written by an older version), so "
+            "its files could not be verified")
+    return good
 
 
 def _fsync_dir(path: Path) -> None:

@@ -316,12 +316,21 @@ class TrainingConfig:
             path = Path(path_or_text)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+            where = str(path)
         else:
-            text = str(path_or_text)
-        data = yaml.safe_load(text) or {}
+            text, where = str(path_or_text), "config text"
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            # e.g. "while parsing a block mapping ... line 3, column 1": one line, file named.
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"{where} is not valid YAML: {detail}") from None
         if not isinstance(data, dict):
-            raise ConfigError("config: the YAML document must be a mapping of sections")
+            raise ConfigError(f"{where}: the YAML document must be a mapping of sections")
         return cls.from_dict(data)
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> TrainingConfig:

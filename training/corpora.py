@@ -11,7 +11,10 @@ offline: ``python-stdlib`` (the standard library's ``.py`` sources) and ``python
 (the docstrings of those modules, English prose about code).
 
 Any other corpus is a path: a file, a folder, or a glob of ``.txt`` (one document per file),
-``.jsonl``/``.json`` (one document per line, ``text`` field) or ``.parquet`` files.
+``.jsonl``/``.json`` (one document per line, ``text`` field) or ``.parquet`` files. A long text
+in one ``.txt`` file is a single document, which the validation split (whole documents from the
+start) takes entirely: split such a text into one file per document, or into a ``.jsonl`` file
+with one ``{"text": ...}`` object per line.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from __future__ import annotations
 import ast
 import glob
 import hashlib
+import json
+import lzma
 import os
 import re
+import sys
 import sysconfig
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +153,7 @@ _LOCAL_BUILDERS = {
     ".gz": "json",
     ".zst": "json",
 }
+_LOCAL_BUILDER_NAMES = frozenset(_LOCAL_BUILDERS.values())
 
 
 def resolve_corpus(corpus: str) -> CorpusSpec:
@@ -189,6 +197,79 @@ def corpus_label(corpus: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-") or "local"
 
 
+def source_fingerprint(spec: CorpusSpec, text_field: str | None = None) -> dict:
+    """What determines the documents of ``spec``, and so the key of its built shards' folder.
+
+    Local files count by content: the SHA-256 and size of each file, in reading order (their
+    paths and modification times are recorded beside, for the messages, but a corpus that was
+    moved or touched is still the same corpus). Another file of the same name, or an edited one,
+    therefore never reuses shards built from the old bytes. The offline corpora count by the
+    Python that provides them (its version and every standard-library file's path and size). A
+    Hub corpus counts by its repository, file patterns, split and weights: the repositories are
+    read at their current revision, which no fingerprint taken before reading can see.
+    ``digest`` is a SHA-256 over the ``content`` entry.
+    """
+    content: dict = {"text_field": text_field or spec.text_field, "parts": []}
+    files: list[dict] = []
+    for part in spec.parts:
+        if part.path in ("python-stdlib", "python-docstrings"):
+            root = Path(sysconfig.get_paths()["stdlib"])
+            listing = hashlib.sha256()
+            for path in stdlib_files():
+                listing.update(f"{path.relative_to(root)}\0{path.stat().st_size}\n".encode())
+            entry = {"path": part.path, "python": sys.version.split()[0],
+                     "stdlib_files": listing.hexdigest()}
+        elif part.path in _LOCAL_BUILDER_NAMES:
+            identities = [_file_identity(f) for f in part.data_files]
+            files += identities
+            entry = {"builder": part.path, "split": part.split,
+                     "files": [[f["size"], f["sha256"]] for f in identities]}
+        else:
+            entry = {"path": part.path, "data_files": list(part.data_files),
+                     "split": part.split, "weight": part.weight}
+        content["parts"].append(entry)
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return {"corpus": spec.name, "digest": digest, "content": content, "files": files}
+
+
+def fingerprint_changes(before: dict, after: dict) -> list[str]:
+    """What differs between two ``source_fingerprint`` results, in words (empty: the same)."""
+    if before.get("digest") == after.get("digest"):
+        return []
+    old = {f["path"]: f for f in before.get("files", [])}
+    new = {f["path"]: f for f in after.get("files", [])}
+    changes = [f"{path} was edited" for path in sorted(old.keys() & new.keys())
+               if old[path]["sha256"] != new[path]["sha256"]]
+    changes += [f"{path} is new" for path in sorted(new.keys() - old.keys())]
+    changes += [f"{path} is gone" for path in sorted(old.keys() - new.keys())]
+    old_field = before.get("content", {}).get("text_field")
+    new_field = after.get("content", {}).get("text_field")
+    if old_field != new_field:
+        changes.append(f"the text field {old_field!r} became {new_field!r}")
+    return changes or ["its documents differ (files, Python version or Hub source)"]
+
+
+# Hashing a large local corpus takes seconds; a process that builds, trains and evaluates asks
+# for the same fingerprint several times, so hashes are kept per (path, inode, size, ctime). The
+# change time moves on every write and every utime(), and no user can set it back, so a file
+# edited with its modification time restored is still hashed again.
+_CONTENT_HASHES: dict[tuple, str] = {}
+
+
+def _file_identity(path: str) -> dict:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_ino, stat.st_size, stat.st_ctime_ns)
+    if key not in _CONTENT_HASHES:
+        digest = hashlib.sha256()
+        with open(real, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _CONTENT_HASHES[key] = digest.hexdigest()
+    return {"path": real, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": _CONTENT_HASHES[key]}
+
+
 def iter_documents(
     spec: CorpusSpec, *, text_field: str | None = None, hub_mirror: str | None = None
 ) -> Iterator[str]:
@@ -222,15 +303,37 @@ def iter_documents(
                 yield text
     except CorpusError:
         raise
-    except (OSError, ValueError, RuntimeError, ImportError, DatasetsError) as exc:
-        # pyarrow's ArrowInvalid is a ValueError; fsspec without zstandard raises ValueError.
+    except _READ_ERRORS as exc:
+        # pyarrow's ArrowInvalid is a ValueError; fsspec without zstandard raises ValueError;
+        # a corrupt .gz raises zlib.error (a bad stream) or EOFError (a truncated one).
         hint = ""
         if any(f.endswith(".zst") for p in spec.parts for f in p.data_files):
             hint = " (.zst files need the zstandard package: pip install zstandard)"
         raise CorpusError(
             f"corpus {spec.name!r}: cannot read {_describe_parts(spec, hub_mirror)}: "
-            f"{type(exc).__name__}: {exc}{hint}"
+            f"{_error_name(exc)}: {exc}{hint}"
         ) from exc
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, ValueError, RuntimeError, ImportError,
+                                         DatasetsError, EOFError, zlib.error, lzma.LZMAError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_READ_ERRORS = _read_errors()
+
+
+def _error_name(exc: BaseException) -> str:
+    """``zlib.error`` rather than a bare ``error``; builtins keep their plain names."""
+    kind = type(exc)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
 def _describe_parts(spec: CorpusSpec, hub_mirror: str | None) -> str:

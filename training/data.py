@@ -1,11 +1,17 @@
 """Data pipeline: stream a corpus, tokenise, pack into fixed-length sequences, write disk shards once,
 and memory-map them for training and evaluation.
 
-Layout of one built corpus (``<data_dir>/<corpus>/<tokenizer tag>-seq<L>-val<V>/``)::
+Layout of one built corpus (``<data_dir>/<corpus>/<tokenizer tag>-seq<L>-val<V>-src<S>/``)::
 
-    index.json          written last: what the folder holds (corpus, tokenizer, dtype, shards)
+    index.json          written last: what the folder holds (corpus, source fingerprint,
+                        tokenizer, dtype, shards)
     val.bin             the held-out split: the first V sequences of the stream
     train-00000.bin     training sequences, in stream order, ``shard_tokens`` tokens per shard
+
+The folder is keyed by everything that determines its tokens: the source (``S``, a digest of
+``training.corpora.source_fingerprint``: local files by content, so an edited or replaced file
+is never read through old shards), the tokenizer (its tag hashes the vocabulary and merges),
+the sequence length and the validation size.
 
 Documents are tokenised without special tokens and each is followed by the EOS token (as in the
 paper's OLMo pipeline); the token stream is cut into sequences of L tokens. The validation split
@@ -37,10 +43,18 @@ from pathlib import Path
 
 import numpy as np
 
-from training.corpora import CorpusError, corpus_label, iter_documents, resolve_corpus
+from training.corpora import (
+    CorpusError,
+    CorpusSpec,
+    corpus_label,
+    iter_documents,
+    resolve_corpus,
+    source_fingerprint,
+)
 
 INDEX_NAME = "index.json"
-FORMAT_VERSION = 1
+# 2: the folder is keyed by the source fingerprint, which index.json records.
+FORMAT_VERSION = 2
 # 2^27 tokens per training shard: 256 MiB as uint16; large enough to keep file counts small.
 DEFAULT_SHARD_TOKENS = 1 << 27
 
@@ -121,6 +135,11 @@ class BuiltCorpus:
         return sum(s["sequences"] for s in self.index["train"]["shards"])
 
     @property
+    def fingerprint(self) -> dict:
+        """The source fingerprint the shards were built from (``source_fingerprint``)."""
+        return self.index["source_fingerprint"]
+
+    @property
     def num_val_sequences(self) -> int:
         return self.index["val"]["sequences"]
 
@@ -159,9 +178,14 @@ class TrainSequences:
 
 
 def corpus_folder(data_dir: str | os.PathLike, corpus: str, tok_tag: str, seq_len: int,
-                  val_sequences: int) -> Path:
+                  val_sequences: int, text_field: str | None = None,
+                  fingerprint: dict | None = None) -> Path:
+    """The folder of ``corpus`` built with these settings (``fingerprint``: the source's, when
+    the caller has it already; it is computed otherwise)."""
+    if fingerprint is None:
+        fingerprint = source_fingerprint(resolve_corpus(corpus), text_field)
     return (Path(os.path.expanduser(data_dir)) / corpus_label(corpus)
-            / f"{tok_tag}-seq{seq_len}-val{val_sequences}")
+            / f"{tok_tag}-seq{seq_len}-val{val_sequences}-src{fingerprint['digest'][:12]}")
 
 
 def open_corpus(folder: Path) -> BuiltCorpus | None:
@@ -208,13 +232,14 @@ def build_corpus(
 
     The stream is deterministic, so a larger build has the smaller one as its prefix; a folder
     that holds too few tokens is rebuilt larger and swapped in atomically."""
+    spec = resolve_corpus(corpus)  # an unknown name fails here, before any folder is made for it
+    fingerprint = source_fingerprint(spec, text_field)
     folder = corpus_folder(data_dir, corpus, tokenizer_tag(tokenizer, tokenizer_name), seq_len,
-                           val_sequences)
+                           val_sequences, fingerprint=fingerprint)
     want_sequences = -(-train_tokens // seq_len)
     existing = open_corpus(folder)
     if existing is not None and _enough(existing, want_sequences):
         return existing
-    resolve_corpus(corpus)  # an unknown name fails here, before any folder is made for it
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.with_name(folder.name + ".lock")):
         existing = open_corpus(folder)  # another process may have built it while we waited
@@ -228,8 +253,8 @@ def build_corpus(
         tmp.mkdir()
         try:
             _write_shards(
-                tmp, corpus, tokenizer, tokenizer_name, seq_len, val_sequences, want_sequences,
-                text_field, hub_mirror, shard_tokens, progress,
+                tmp, spec, fingerprint, tokenizer, tokenizer_name, seq_len, val_sequences,
+                want_sequences, text_field, hub_mirror, shard_tokens, progress,
             )
         except BaseException:  # a failed source or Ctrl-C: leave no half-built folder behind
             shutil.rmtree(tmp, ignore_errors=True)
@@ -260,12 +285,11 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_shards(tmp: Path, corpus: str, tokenizer, tokenizer_name: str, seq_len: int,
-                  val_sequences: int, want_sequences: int, text_field: str | None,
+def _write_shards(tmp: Path, spec: CorpusSpec, fingerprint: dict, tokenizer, tokenizer_name: str,
+                  seq_len: int, val_sequences: int, want_sequences: int, text_field: str | None,
                   hub_mirror: str | None, shard_tokens: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    spec = resolve_corpus(corpus)
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
     shard_sequences = max(1, shard_tokens // seq_len)
@@ -319,19 +343,35 @@ def _write_shards(tmp: Path, corpus: str, tokenizer, tokenizer_name: str, seq_le
             exhausted = False
             break
     bar.close()
+    text_files = any(part.path == "text" for part in spec.parts)
+    one_per_file = (" (a .txt file is one document: split the text into several files, or "
+                    "write a .jsonl file with one {\"text\": ...} document per line)"
+                    if text_files else "")
     if in_validation:
         raise CorpusError(
-            f"corpus {spec.name!r} has only {buffered} tokens: not enough for the "
-            f"{val_sequences} x {seq_len}-token validation split (lower data.val_sequences)"
+            f"corpus {spec.name!r} has only {buffered} tokens in {val_docs} document(s): not "
+            f"enough for the {val_sequences} x {seq_len}-token validation split (lower "
+            f"data.val_sequences){one_per_file}"
         )
     flush_train(final=True)
     if train_written == 0:
+        if train_docs == 0:
+            # The validation split ends at a document boundary (the boundary document's tail is
+            # dropped), so a corpus of few long documents can lose everything to it, whatever
+            # data.val_sequences is.
+            raise CorpusError(
+                f"corpus {spec.name!r}: the validation split took all of its {val_docs} "
+                f"document(s) and left none for training; it needs more documents than "
+                f"the validation split uses{one_per_file}"
+            )
         raise CorpusError(f"corpus {spec.name!r} has no tokens left for training after the "
-                         f"validation split; lower data.val_sequences")
+                          f"validation split ({train_docs} document(s), fewer than one "
+                          f"{seq_len}-token sequence); lower data.val_sequences")
     index = {
         "format": FORMAT_VERSION,
         "corpus": spec.name,
         "source": [p.__dict__ for p in spec.parts],
+        "source_fingerprint": fingerprint,
         "tokenizer": tokenizer_name,
         "vocab_size": vocab_size,
         "eos_token_id": _eos_id(tokenizer),
@@ -431,7 +471,8 @@ def load_validation_split(
     evaluation agree on it when they agree on those four.
     """
     tok = load_tokenizer(tokenizer)
-    folder = corpus_folder(data_dir, corpus, tokenizer_tag(tok, tokenizer), seq_len, val_sequences)
+    folder = corpus_folder(data_dir, corpus, tokenizer_tag(tok, tokenizer), seq_len, val_sequences,
+                           text_field)
     built = open_corpus(folder)
     if built is None:
         if not build:

@@ -11,12 +11,18 @@ The run folder (contract shared with evaluation)::
 
     <output_dir>/<run name>/
         training_config.yaml  the full config of the run
+        corpus.json           the corpus' source fingerprint at the start (a resume checks it)
+        .lock                 held by the one trainer of the folder (see training.run_lock)
         metrics.jsonl         one line per logged step (and the final validation)
         logs/                 tensorboard (and wandb when installed) via accelerate trackers
         checkpoints/          step_<n>/ folders (see training.checkpoint)
         config.json, model.safetensors, generation_config.json, tokenizer files:
                               the final model, ``save_pretrained``
         final.json            written last, atomically: the run is finished iff it exists
+
+A run stopped by ``run.max_steps`` before the end of its schedule is paused, not finished: it
+leaves a checkpoint and no final.json, and a later ``--resume`` with a larger ``run.max_steps``
+(or none) continues the same schedule.
 """
 
 from __future__ import annotations
@@ -36,13 +42,25 @@ from training.checkpoint import (
     load_checkpoint,
     read_train_state,
     remove_partial,
+    resumable_checkpoint,
     save_checkpoint,
 )
 from training.config import ConfigError, TrainingConfig
-from training.corpora import CorpusError, corpus_label
+from training.corpora import (
+    CorpusError,
+    corpus_label,
+    fingerprint_changes,
+    resolve_corpus,
+    source_fingerprint,
+)
 from training.data import SequenceOrder, TrainSequences, build_corpus, load_tokenizer
 from training.loss import causal_lm_loss
+from training.run_lock import RunLock, RunLockedError
 from training.schedule import lr_at_step, warmup_steps_for
+
+# The run's corpus as it was when the run started (``source_fingerprint``): a resume refuses a
+# corpus whose documents changed since.
+CORPUS_RECORD = "corpus.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -253,7 +271,10 @@ def validation_batches(rows: int, micro_batch_size: int, rank: int, world: int,
 
 
 def train(cfg: TrainingConfig) -> dict:
-    """Train one run to completion (or resume it); return the contents of ``final.json``."""
+    """Train one run to completion (or resume it); return the contents of ``final.json``.
+
+    A run paused by ``run.max_steps`` returns ``{"run", "paused": True, "steps",
+    "total_steps", "tokens"}`` instead."""
     cfg.validate()
     started = time.time()
     tokenizer = load_tokenizer(cfg.data.tokenizer)
@@ -267,6 +288,7 @@ def train(cfg: TrainingConfig) -> dict:
     name = run_name(cfg, n_params)
     run_dir = Path(os.path.expanduser(cfg.run.output_dir)) / name
     checkpoints = run_dir / "checkpoints"
+    _check_output_dir(run_dir)
 
     accelerator, missing_trackers = _make_accelerator(cfg, run_dir)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -286,206 +308,265 @@ def train(cfg: TrainingConfig) -> dict:
         log(f"warning: the launch asked for FSDP but accelerate runs "
             f"{accelerator.distributed_type.value} (FSDP needs GPUs): the model is replicated "
             "on every process, not sharded")
-    if (run_dir / "final.json").is_file():
-        log(f"{name}: already finished ({run_dir / 'final.json'}); nothing to do")
-        return json.loads((run_dir / "final.json").read_text())
-    world = accelerator.num_processes
-    accum = cfg.grad_accumulation_steps(world)
-    micro = cfg.batch.micro_batch_size
-    total_steps, train_steps = cfg.total_steps, cfg.train_steps
-    tokens_per_step = cfg.tokens_per_step
-
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for path in remove_partial(checkpoints):
-            log(f"removed an interrupted checkpoint write: {path}")
-    accelerator.wait_for_everyone()
-    resume_from = latest_checkpoint(checkpoints)
-    if resume_from is not None and not cfg.checkpoint.resume:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints ({resume_from.name}); pass --resume "
-            "(checkpoint.resume=true) to continue it, or choose another run.name / run.output_dir"
-        )
-    saved_config = run_dir / "training_config.yaml"
-    if main and resume_from is not None and saved_config.is_file():
-        changed = _changed_fields(TrainingConfig.from_yaml(saved_config), cfg)
-        if changed:
-            log(f"warning: resuming {name} with a config that differs from its "
-                f"training_config.yaml in {', '.join(changed)}")
-    if main:
-        cfg.to_yaml(saved_config)
-        for tracker in missing_trackers:
-            log(f"logging.trackers: {tracker} is not installed (or wandb not logged in); "
-                "skipping it")
+    with _exclusive_run(run_dir, accelerator):
+        if (run_dir / "final.json").is_file():
+            log(f"{name}: already finished ({run_dir / 'final.json'}); nothing to do")
+            return json.loads((run_dir / "final.json").read_text())
+        world = accelerator.num_processes
+        accum = cfg.grad_accumulation_steps(world)
+        micro = cfg.batch.micro_batch_size
+        total_steps, train_steps = cfg.total_steps, cfg.train_steps
+        tokens_per_step = cfg.tokens_per_step
 
-    # Data: built once (main process first; the others then find it on disk).
-    needed_sequences = total_steps * cfg.batch.global_batch_size
-    with accelerator.main_process_first():
-        corpus = build_corpus(
-            cfg.data.corpus, tokenizer, tokenizer_name=cfg.data.tokenizer,
-            data_dir=cfg.data.data_dir, seq_len=cfg.data.seq_len,
-            val_sequences=cfg.data.val_sequences,
-            train_tokens=cfg.data.train_tokens or needed_sequences * cfg.data.seq_len,
-            text_field=cfg.data.text_field, hub_mirror=cfg.data.hub_mirror,
-            progress=main and cfg.logging.progress_bar,
-        )
-    train_data = TrainSequences(corpus)
-    _in_vocabulary(corpus.validation(), cfg.model.vocab_size, corpus.root)
-    order = SequenceOrder(min(len(train_data), needed_sequences), cfg.data.seed)
-    epochs = needed_sequences / order.n
-    if epochs > 1:
-        log(f"note: corpus {cfg.data.corpus!r} holds {order.n} training sequences; the run reads "
-            f"{needed_sequences} ({epochs:.2f} epochs)")
-
-    raw_model = model  # the model's own FLOP count and MFU helper, before any wrapping
-    on_gpu = accelerator.device.type == "cuda"
-    if on_gpu and cfg.precision.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    optimizer = build_optimizer(model, cfg, on_gpu)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = torch.compile(causal_lm_loss) if cfg.precision.compile else causal_lm_loss
-
-    step, tokens_seen, earlier_wall_time = 0, 0, 0.0
-    if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
-        if (state["order_n"], state["order_seed"]) != (order.n, order.seed):
-            raise RuntimeError(
-                f"cannot resume {name}: the checkpoint read {state['order_n']} sequences in order "
-                f"seed {state['order_seed']}, the data now gives {order.n} / {order.seed}"
+        if main:
+            for path in remove_partial(checkpoints):
+                log(f"removed an interrupted checkpoint write: {path}")
+        if main and cfg.checkpoint.resume:
+            resumable_checkpoint(checkpoints, log)  # damaged ones are moved aside, and said so
+        accelerator.wait_for_everyone()
+        resume_from = latest_checkpoint(checkpoints)
+        if resume_from is not None and not cfg.checkpoint.resume:
+            raise FileExistsError(
+                f"{run_dir} already holds checkpoints ({resume_from.name}); pass --resume "
+                "(checkpoint.resume=true) to continue it, or choose another run.name / run.output_dir"
             )
-        step, tokens_seen = state["step"], state["tokens"]
-        earlier_wall_time = state.get("wall_time_s", 0.0)  # time of the sessions before
-        log(f"resumed {name} from {resume_from} (step {step} of {train_steps})")
-    metrics = MetricsLog(run_dir / "metrics.jsonl", main,
-                         resume_step=step if resume_from is not None else None)
-    accelerator.init_trackers(
-        cfg.logging.project, config=_flat(cfg.to_dict()),
-        init_kwargs={"wandb": {"name": name, "dir": str(run_dir / "logs")}},
-    )
+        saved_config = run_dir / "training_config.yaml"
+        if main and resume_from is not None and saved_config.is_file():
+            changed = _changed_fields(TrainingConfig.from_yaml(saved_config), cfg)
+            if changed:
+                log(f"warning: resuming {name} with a config that differs from its "
+                    f"training_config.yaml in {', '.join(changed)}")
+        if main:
+            cfg.to_yaml(saved_config)
+            for tracker in missing_trackers:
+                log(f"logging.trackers: {tracker} is not installed (or wandb not logged in); "
+                    "skipping it")
 
-    warmup = warmup_steps_for(total_steps, cfg.schedule.warmup_fraction,
-                              cfg.schedule.warmup_tokens, tokens_per_step)
+        fingerprint = source_fingerprint(resolve_corpus(cfg.data.corpus), cfg.data.text_field)
+        corpus_record = run_dir / CORPUS_RECORD
+        if resume_from is not None and corpus_record.is_file():
+            started_with = json.loads(corpus_record.read_text())["source_fingerprint"]
+            changes = fingerprint_changes(started_with, fingerprint)
+            if changes:
+                raise CorpusError(
+                    f"cannot resume {name}: its corpus {cfg.data.corpus!r} changed since the run "
+                    f"started ({'; '.join(changes)}); restore the corpus, or train a new run "
+                    "(another run.name or run.output_dir)"
+                )
 
-    def learning_rate(at: int) -> float:
-        return lr_at_step(at, peak_lr=cfg.optim.lr, total_steps=total_steps, warmup_steps=warmup,
-                          final_lr_fraction=cfg.schedule.final_lr_fraction,
-                          warmup_start_fraction=cfg.schedule.warmup_start_fraction,
-                          kind=cfg.schedule.kind)
+        # Data: built once (main process first; the others then find it on disk).
+        needed_sequences = total_steps * cfg.batch.global_batch_size
+        with accelerator.main_process_first():
+            corpus = build_corpus(
+                cfg.data.corpus, tokenizer, tokenizer_name=cfg.data.tokenizer,
+                data_dir=cfg.data.data_dir, seq_len=cfg.data.seq_len,
+                val_sequences=cfg.data.val_sequences,
+                train_tokens=cfg.data.train_tokens or needed_sequences * cfg.data.seq_len,
+                text_field=cfg.data.text_field, hub_mirror=cfg.data.hub_mirror,
+                progress=main and cfg.logging.progress_bar,
+            )
+        if main:
+            _write_json_atomic(corpus_record, {"corpus": cfg.data.corpus, "shards": str(corpus.root),
+                                               "source_fingerprint": corpus.fingerprint})
+        train_data = TrainSequences(corpus)
+        _in_vocabulary(corpus.validation(), cfg.model.vocab_size, corpus.root)
+        order = SequenceOrder(min(len(train_data), needed_sequences), cfg.data.seed)
+        epochs = needed_sequences / order.n
+        if epochs > 1:
+            log(f"note: corpus {cfg.data.corpus!r} holds {order.n} training sequences; the run reads "
+                f"{needed_sequences} ({epochs:.2f} epochs)")
 
-    def train_state() -> dict:
-        return {"step": step, "tokens": tokens_seen, "order_n": order.n,
-                "order_seed": order.seed, "world_size": world, "run": name,
-                "wall_time_s": earlier_wall_time + time.time() - started}
+        raw_model = model  # the model's own FLOP count and MFU helper, before any wrapping
+        on_gpu = accelerator.device.type == "cuda"
+        if on_gpu and cfg.precision.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        optimizer = build_optimizer(model, cfg, on_gpu)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        loss_fn = torch.compile(causal_lm_loss) if cfg.precision.compile else causal_lm_loss
 
-    def checkpoint() -> Path:
-        return save_checkpoint(accelerator, checkpoints, train_state(), cfg.checkpoint.keep_last)
+        step, tokens_seen, earlier_wall_time = 0, 0, 0.0
+        if resume_from is not None:
+            state = load_checkpoint(accelerator, resume_from)
+            if (state["order_n"], state["order_seed"]) != (order.n, order.seed):
+                raise RuntimeError(
+                    f"cannot resume {name}: the checkpoint read {state['order_n']} sequences in order "
+                    f"seed {state['order_seed']}, the data now gives {order.n} / {order.seed}"
+                )
+            step, tokens_seen = state["step"], state["tokens"]
+            earlier_wall_time = state.get("wall_time_s", 0.0)  # time of the sessions before
+            log(f"resumed {name} from {resume_from} (step {step} of {train_steps})")
+        metrics = MetricsLog(run_dir / "metrics.jsonl", main,
+                             resume_step=step if resume_from is not None else None)
+        accelerator.init_trackers(
+            cfg.logging.project, config=_flat(cfg.to_dict()),
+            init_kwargs={"wandb": {"name": name, "dir": str(run_dir / "logs")}},
+        )
 
-    from tqdm.auto import tqdm
+        warmup = warmup_steps_for(total_steps, cfg.schedule.warmup_fraction,
+                                  cfg.schedule.warmup_tokens, tokens_per_step)
 
-    bar = tqdm(total=train_steps, initial=step, desc=name, unit="step",
-               disable=not (main and cfg.logging.progress_bar))
-    model.train()
-    interval_tokens, interval_time = 0, 0.0
-    sum_ce = torch.zeros((), device=accelerator.device)
-    sum_z = torch.zeros((), device=accelerator.device)
-    logged_steps = 0
-    while step < train_steps:
-        tick = time.perf_counter()
-        lr = learning_rate(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_ce = torch.zeros((), device=accelerator.device)
-        step_z = torch.zeros((), device=accelerator.device)
-        for k in range(accum):
-            j = accelerator.process_index * accum + k  # this micro-batch's slot in the step
-            positions = step * cfg.batch.global_batch_size + j * micro + np.arange(micro)
-            batch = torch.from_numpy(_in_vocabulary(
-                train_data.gather(order.indices(positions)), cfg.model.vocab_size, corpus.root))
-            batch = batch.to(accelerator.device, non_blocking=True)
-            sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
-            with sync:
-                logits = model(input_ids=batch, use_cache=False).logits
-                loss, cross_entropy, z_squared = loss_fn(logits, batch, cfg.optim.z_loss)
-                # Every micro-batch predicts micro x (L - 1) tokens (packed, never padded), so
-                # the mean of the micro-batch means, and DDP's mean over processes, is the
-                # step's mean over all its tokens.
-                accelerator.backward(loss / accum)
-            step_ce += cross_entropy / accum
-            step_z += cfg.optim.z_loss * z_squared / accum
-        grad_norm = clip_gradients(accelerator, model, cfg.optim.grad_clip)
-        # One sync per step: the mean loss over processes decides whether the update is safe.
-        check = accelerator.reduce(torch.stack([step_ce, grad_norm]), reduction="mean")
-        step_loss, step_norm = float(check[0]), float(check[1])
-        if not (math.isfinite(step_loss) and math.isfinite(step_norm)):
+        def learning_rate(at: int) -> float:
+            return lr_at_step(at, peak_lr=cfg.optim.lr, total_steps=total_steps, warmup_steps=warmup,
+                              final_lr_fraction=cfg.schedule.final_lr_fraction,
+                              warmup_start_fraction=cfg.schedule.warmup_start_fraction,
+                              kind=cfg.schedule.kind)
+
+        def train_state() -> dict:
+            return {"step": step, "tokens": tokens_seen, "order_n": order.n,
+                    "order_seed": order.seed, "world_size": world, "run": name,
+                    "wall_time_s": earlier_wall_time + time.time() - started}
+
+        def checkpoint() -> Path:
+            return save_checkpoint(accelerator, checkpoints, train_state(), cfg.checkpoint.keep_last)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=train_steps, initial=step, desc=name, unit="step",
+                   disable=not (main and cfg.logging.progress_bar))
+        model.train()
+        interval_tokens, interval_time = 0, 0.0
+        sum_ce = torch.zeros((), device=accelerator.device)
+        sum_z = torch.zeros((), device=accelerator.device)
+        logged_steps = 0
+        while step < train_steps:
+            tick = time.perf_counter()
+            lr = learning_rate(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_ce = torch.zeros((), device=accelerator.device)
+            step_z = torch.zeros((), device=accelerator.device)
+            for k in range(accum):
+                j = accelerator.process_index * accum + k  # this micro-batch's slot in the step
+                positions = step * cfg.batch.global_batch_size + j * micro + np.arange(micro)
+                batch = torch.from_numpy(_in_vocabulary(
+                    train_data.gather(order.indices(positions)), cfg.model.vocab_size, corpus.root))
+                batch = batch.to(accelerator.device, non_blocking=True)
+                sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
+                with sync:
+                    logits = model(input_ids=batch, use_cache=False).logits
+                    loss, cross_entropy, z_squared = loss_fn(logits, batch, cfg.optim.z_loss)
+                    # Every micro-batch predicts micro x (L - 1) tokens (packed, never padded), so
+                    # the mean of the micro-batch means, and DDP's mean over processes, is the
+                    # step's mean over all its tokens.
+                    accelerator.backward(loss / accum)
+                step_ce += cross_entropy / accum
+                step_z += cfg.optim.z_loss * z_squared / accum
+            grad_norm = clip_gradients(accelerator, model, cfg.optim.grad_clip)
+            # One sync per step: the mean loss over processes decides whether the update is safe.
+            check = accelerator.reduce(torch.stack([step_ce, grad_norm]), reduction="mean")
+            step_loss, step_norm = float(check[0]), float(check[1])
+            if not (math.isfinite(step_loss) and math.isfinite(step_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                last = latest_checkpoint(checkpoints)
+                accelerator.end_training()
+                raise NonFiniteLossError(
+                    f"{name}: non-finite loss ({step_loss}) or gradient norm ({step_norm}) at step "
+                    f"{step}; stopped before applying the update. The last good checkpoint is "
+                    f"{last if last is not None else 'none (no checkpoint was written yet)'}; "
+                    "nothing was saved after it. Lower optim.lr or inspect the data, then resume "
+                    "with --resume."
+                )
+            optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            last = latest_checkpoint(checkpoints)
+            step += 1
+            tokens_seen += tokens_per_step
+            interval_tokens += tokens_per_step
+            interval_time += time.perf_counter() - tick
+            sum_ce += step_ce
+            sum_z += step_z
+            logged_steps += 1
+            bar.update(1)
+
+            if step % cfg.logging.log_every == 0 or step == train_steps:
+                means = accelerator.reduce(torch.stack([sum_ce, sum_z]) / logged_steps, "mean")
+                tokens_per_s = interval_tokens / max(interval_time, 1e-9)
+                record = {
+                    "step": step, "tokens": tokens_seen, "loss": float(means[0]),
+                    "z_loss": float(means[1]), "lr": lr, "grad_norm": step_norm,
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": _mfu(raw_model, tokens_per_s / world, accelerator.device,
+                                cfg.data.seq_len, cfg.logging.peak_flops),
+                }
+                if cfg.logging.eval_every and step % cfg.logging.eval_every == 0:
+                    record["val_loss"] = evaluate(model, accelerator, corpus.validation(), micro,
+                                                  cfg.logging.val_batches)
+                metrics.write(record)
+                accelerator.log({f"train/{k}": v for k, v in record.items()
+                                 if k != "step" and v is not None}, step=step)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+                sum_ce.zero_()
+                sum_z.zero_()
+                logged_steps, interval_tokens, interval_time = 0, 0, 0.0
+            if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+                checkpoint()
+        bar.close()
+        last = latest_checkpoint(checkpoints)
+        paused = step < total_steps
+        if ((cfg.checkpoint.every_steps or paused)
+                and (last is None or read_train_state(last)["step"] != step)):
+            checkpoint()  # the end state, so that an interrupted finalisation resumes here
+        if paused:
+            log(f"{name}: paused at step {step} of {total_steps} (run.max_steps); resume with "
+                "--resume and a larger run.max_steps, or none, to continue the same schedule")
             accelerator.end_training()
-            raise NonFiniteLossError(
-                f"{name}: non-finite loss ({step_loss}) or gradient norm ({step_norm}) at step "
-                f"{step}; stopped before applying the update. The last good checkpoint is "
-                f"{last if last is not None else 'none (no checkpoint was written yet)'}; "
-                "nothing was saved after it. Lower optim.lr or inspect the data, then resume "
-                "with --resume."
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += tokens_per_step
-        interval_tokens += tokens_per_step
-        interval_time += time.perf_counter() - tick
-        sum_ce += step_ce
-        sum_z += step_z
-        logged_steps += 1
-        bar.update(1)
+            return {"run": name, "paused": True, "steps": step, "total_steps": total_steps,
+                    "tokens": tokens_seen}
 
-        if step % cfg.logging.log_every == 0 or step == train_steps:
-            means = accelerator.reduce(torch.stack([sum_ce, sum_z]) / logged_steps, "mean")
-            tokens_per_s = interval_tokens / max(interval_time, 1e-9)
-            record = {
-                "step": step, "tokens": tokens_seen, "loss": float(means[0]),
-                "z_loss": float(means[1]), "lr": lr, "grad_norm": step_norm,
-                "tokens_per_s": tokens_per_s,
-                "mfu": _mfu(raw_model, tokens_per_s / world, accelerator.device,
-                            cfg.data.seq_len, cfg.logging.peak_flops),
-            }
-            if cfg.logging.eval_every and step % cfg.logging.eval_every == 0:
-                record["val_loss"] = evaluate(model, accelerator, corpus.validation(), micro,
-                                              cfg.logging.val_batches)
-            metrics.write(record)
-            accelerator.log({f"train/{k}": v for k, v in record.items()
-                             if k != "step" and v is not None}, step=step)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
-            sum_ce.zero_()
-            sum_z.zero_()
-            logged_steps, interval_tokens, interval_time = 0, 0, 0.0
-        if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
-            checkpoint()
-    bar.close()
-    last = latest_checkpoint(checkpoints)
-    if cfg.checkpoint.every_steps and (last is None or read_train_state(last)["step"] != step):
-        checkpoint()  # the end state, so that an interrupted finalisation resumes here
+        val_loss = evaluate(model, accelerator, corpus.validation(), micro, cfg.logging.val_batches)
+        final = {
+            "run": name, "dataset": corpus_label(cfg.data.corpus), "N": n_params,
+            "D": cfg.run.tokens, "C": cfg.run.flop_budget or 6.0 * n_params * cfg.run.tokens,
+            "steps": step, "tokens": tokens_seen, "final_val_loss": val_loss,
+            "val_sequences": corpus.num_val_sequences, "seq_len": cfg.data.seq_len,
+            "wall_time_s": round(earlier_wall_time + time.time() - started, 2), "world_size": world,
+            "distributed_type": str(accelerator.distributed_type.value),
+        }
+        metrics.write({"step": step, "tokens": tokens_seen, "val_loss": val_loss})
+        accelerator.log({"val/loss": val_loss}, step=step)
+        state_dict = accelerator.get_state_dict(model)
+        if main:
+            save_final_model(accelerator.unwrap_model(model), state_dict, run_dir)
+            tokenizer.save_pretrained(run_dir)
+            _write_json_atomic(run_dir / "final.json", final)
+            log(f"{name}: finished {step} steps, validation loss {val_loss:.4f} -> {run_dir}")
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return final
 
-    val_loss = evaluate(model, accelerator, corpus.validation(), micro, cfg.logging.val_batches)
-    final = {
-        "run": name, "dataset": corpus_label(cfg.data.corpus), "N": n_params,
-        "D": cfg.run.tokens, "C": cfg.run.flop_budget or 6.0 * n_params * cfg.run.tokens,
-        "steps": step, "tokens": tokens_seen, "final_val_loss": val_loss,
-        "val_sequences": corpus.num_val_sequences, "seq_len": cfg.data.seq_len,
-        "wall_time_s": round(earlier_wall_time + time.time() - started, 2), "world_size": world,
-        "distributed_type": str(accelerator.distributed_type.value),
-    }
-    metrics.write({"step": step, "tokens": tokens_seen, "val_loss": val_loss})
-    accelerator.log({"val/loss": val_loss}, step=step)
-    state_dict = accelerator.get_state_dict(model)
-    if main:
-        save_final_model(accelerator.unwrap_model(model), state_dict, run_dir)
-        tokenizer.save_pretrained(run_dir)
-        _write_json_atomic(run_dir / "final.json", final)
-        log(f"{name}: finished {step} steps, validation loss {val_loss:.4f} -> {run_dir}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return final
+
+def _check_output_dir(run_dir: Path) -> None:
+    """The nearest existing folder on the way to ``run_dir`` must be a folder, not a file."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"run.output_dir: {path} is a file, not a folder")
+            return
+
+
+@contextlib.contextmanager
+def _exclusive_run(run_dir: Path, accelerator):
+    """Hold the run folder's lock (main process) for the whole run; every process refuses to
+    start when another trainer holds it, so that none waits forever for the main one."""
+    lock, refused = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunLockedError as exc:
+            refused = exc
+    if accelerator.num_processes > 1:
+        granted = torch.tensor([0.0 if refused else 1.0], device=accelerator.device)
+        if float(accelerator.gather(granted).min()) == 0.0 and refused is None:
+            refused = RunLockedError(f"{run_dir} is being trained by another process")
+    if refused is not None:
+        raise refused
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def save_final_model(model, state_dict: dict, run_dir: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.conftest import tiny_config
-from training.checkpoint import list_checkpoints, read_train_state
+from training.checkpoint import CheckpointError, list_checkpoints, read_train_state
 from training.config import ConfigError
 from training.trainer import NonFiniteLossError, build_model, build_optimizer, train
 
@@ -181,8 +181,10 @@ def test_a_damaged_checkpoint_is_named_not_skipped(tmp_path, tokenizer_dir, data
     monkeypatch.setattr(trainer, "lr_at_step", real)
     weights_file = tmp_path / "tiny" / "checkpoints" / "step_00000004" / "model.safetensors"
     weights_file.write_bytes(weights_file.read_bytes()[:100])  # truncated on disk
-    with pytest.raises(RuntimeError, match="step_00000004 cannot be loaded"):
+    with pytest.raises(CheckpointError, match="every one is damaged .step_00000004: "
+                       "model.safetensors has 100 bytes, its manifest says"):
         train(tiny_config(tokenizer_dir, data_dir, tmp_path, "checkpoint.resume=true"))
+    assert weights_file.stat().st_size == 100  # nothing moved or deleted: the user decides
 
 
 def test_weight_decay_groups_follow_olmo():
