@@ -193,8 +193,12 @@ def open_corpus(folder: Path) -> BuiltCorpus | None:
     index_path = folder / INDEX_NAME
     if not index_path.is_file():
         return None
-    index = json.loads(index_path.read_text())
-    if index.get("format") != FORMAT_VERSION:
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"built corpus {folder} is damaged: its {INDEX_NAME} cannot be read "
+                          f"({exc}); delete the folder to rebuild it") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
         return None
     built = BuiltCorpus(folder, index)
     # A truncated or overwritten shard would otherwise surface as numpy's "mmap length is

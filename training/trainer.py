@@ -347,7 +347,14 @@ def train(cfg: TrainingConfig) -> dict:
         fingerprint = source_fingerprint(resolve_corpus(cfg.data.corpus), cfg.data.text_field)
         corpus_record = run_dir / CORPUS_RECORD
         if resume_from is not None and corpus_record.is_file():
-            started_with = json.loads(corpus_record.read_text())["source_fingerprint"]
+            try:
+                started_with = json.loads(corpus_record.read_text())["source_fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorpusError(
+                    f"cannot resume {name}: {corpus_record} is damaged ({type(exc).__name__}: "
+                    f"{exc}), so the corpus cannot be checked against the one the run started "
+                    "with; restore the file from a copy"
+                ) from None
             changes = fingerprint_changes(started_with, fingerprint)
             if changes:
                 raise CorpusError(

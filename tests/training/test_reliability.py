@@ -231,3 +231,17 @@ def test_one_long_text_file_says_how_to_split_it(tmp_path, tokenizer_dir):
                        r"and left none for training.*a \.txt file is one document: split the text"):
         _build(str(book), tokenizer_dir, tmp_path / "data")
 
+
+
+def test_a_damaged_index_or_corpus_record_is_named(tmp_path, tokenizer_dir, data_dir):
+    corpus = _write_corpus(tmp_path / "corpus" / "train.jsonl", "text")
+    built = _build(corpus, tokenizer_dir, tmp_path / "data")
+    (built.root / "index.json").write_text('{"format": 2, "val": ')
+    with pytest.raises(CorpusError, match=rf"built corpus {built.root} is damaged: its index.json "
+                       "cannot be read"):
+        _build(corpus, tokenizer_dir, tmp_path / "data")
+    cfg = tiny_config(tokenizer_dir, data_dir, tmp_path / "runs", "run.max_steps=4")
+    train(cfg)
+    (tmp_path / "runs" / "tiny" / "corpus.json").write_text("[1, 2]")
+    with pytest.raises(CorpusError, match="corpus.json is damaged"):
+        train(cfg.with_overrides(["checkpoint.resume=true"]))
