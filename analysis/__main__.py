@@ -20,8 +20,14 @@ the law (``--interval confidence``, the default) or of a new run (``--interval p
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from .paths import check_output, exit_if_shadowed
+
+if __name__ == "__main__":  # before the imports below, which a folder ./analysis breaks
+    exit_if_shadowed("analysis", code=2)
+
+import argparse
 import warnings
 from pathlib import Path
 
@@ -31,7 +37,14 @@ import pandas as pd
 from .atomic import write_atomic
 from .bootstrap import bootstrap
 from .fit import FitWarning, fit_law
-from .law import INTERVAL_KINDS, load_law
+from .law import (
+    CONFIG_NAME,
+    INTERVAL_KINDS,
+    MODEL_CARD_NAME,
+    SAMPLES_NAME,
+    check_save_directory,
+    load_law,
+)
 from .laws import FORMS, get_form
 from .objectives import NAMES, REDUCTIONS, Objective
 from .testbeds.table import COORDINATES
@@ -49,7 +62,12 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
             name, sep, value = part.partition("=")
             if not sep or not name or not value:
                 raise ValueError(f"{what} must look like NAME=VALUE, got {part!r}")
-            out[name.strip()] = value.strip()
+            name, value = name.strip(), value.strip()
+            if name in out:  # the last one silently won: --where c=a --where c=b kept only b
+                raise ValueError(
+                    f"{what} gives {name} twice ({name}={out[name]}, {name}={value}); give it once"
+                )
+            out[name] = value
     return out
 
 
@@ -183,17 +201,46 @@ def _matches(column: pd.Series, value: str) -> pd.Series:
     return column.astype(str) == value
 
 
+def _check_plot(path: str) -> None:
+    """--plot must name a new or image file in an existing folder: the figure replaces it (a
+    --plot runs.csv wrote a PNG over the table, a name without a suffix a PNG by that name)."""
+    from matplotlib.backend_bases import FigureCanvasBase  # matplotlib only for a figure
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in kinds:
+        raise ValueError(
+            f"--plot {path}: not an image file name; end it in .png or another format of "
+            f"matplotlib ({', '.join(sorted(kinds))})"
+        )
+    check_output(path, "--plot", folder=False)
+    if not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"--plot {path}: its folder does not exist")
+
+
 def cmd_fit(args) -> int:
     form = get_form(args.form)
-    if args.extrapolate_to is not None:  # checked before a possibly long fit and bootstrap
+    # Options are checked before a possibly long fit and bootstrap.
+    if args.extrapolate_to is not None:
         if not args.plot:
             raise ValueError("--extrapolate-to extends the figure: give --plot FILE.png too")
         if form.inputs[0] in ("N", "C") and not args.extrapolate_to > 0:
             raise ValueError("--extrapolate-to is a compute C in FLOPs here: it must be > 0")
-    if args.plot and not Path(args.plot).resolve().parent.is_dir():
-        raise ValueError(f"--plot {args.plot}: its folder does not exist")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a file; the law is saved as a folder")
+    if args.group and not args.bootstrap:  # it was ignored: no resampling without --bootstrap
+        raise ValueError("--group chooses what the bootstrap resamples: give --bootstrap N too")
+    objective_name = args.objective or form.default_objective
+    if args.delta is not None and objective_name != "huber_log":
+        raise ValueError(
+            f"--delta is the Huber delta of huber_log; objective {objective_name} has none"
+        )
+    if args.plot:
+        _check_plot(args.plot)
+    if args.out:
+        check_output(args.out, "--out", folder=True)
+        try:  # a folder holding something else than a law would lose its config.json
+            check_save_directory(args.out)
+        except ValueError as error:
+            raise ValueError(f"--out {error}") from None
     frame = _read_table(args.csv, _pairs(args.where, "--where"))
     if args.target not in frame.columns:
         raise ValueError(
@@ -211,10 +258,10 @@ def cmd_fit(args) -> int:
     inputs = {name: values[f"input {name}"] for name in form.inputs}
     target = values["target"]
     objective = None
-    if args.objective or args.reduction or args.delta:
+    if args.objective or args.reduction or args.delta is not None:  # --delta 0 is no default
         objective = Objective(
-            args.objective or form.default_objective,
-            delta=args.delta or 1e-3,
+            objective_name,
+            delta=1e-3 if args.delta is None else args.delta,
             reduction=args.reduction or "mean",
         )
     bounds = {}
@@ -291,11 +338,42 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _check_predictions_out(args) -> None:
+    """--out is replaced by the predictions: it must not be the --csv table, one of the law's
+    own files, or any other file that holds something else than predictions."""
+    out = Path(args.out)
+    check_output(out, "--out", folder=False)
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder; give the file to write, e.g. {out / 'predictions.csv'}"
+        )
+    if not out.exists():
+        return
+    if args.csv and Path(args.csv).exists() and out.samefile(args.csv):
+        raise ValueError(f"--out {out} is the --csv table itself: the predictions would replace it")
+    law = Path(args.law).expanduser()
+    if out.name in (CONFIG_NAME, SAMPLES_NAME, MODEL_CARD_NAME) and law.is_dir():
+        if out.resolve().parent == law.resolve():
+            raise ValueError(f"--out {out} is a file of the law {args.law}: it would be replaced")
+    with open(out, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n")
+    if header and "prediction" not in [c.strip() for c in header.split(",")]:
+        # what predict writes has a prediction column; anything else is someone's data
+        raise ValueError(
+            f"--out {out} exists and is not a predictions table (its first line: "
+            f"{header[:60]!r}): writing would replace it; choose another file, or delete it first"
+        )
+
+
 def cmd_predict(args) -> int:
-    law = load_law(args.law)
-    names = law.form_spec.inputs
     if bool(args.csv) == bool(args.at):
         raise ValueError("give exactly one of --csv FILE or --at NAME=VALUE,...")
+    if args.input and not args.csv:  # it was ignored: --at names the inputs itself
+        raise ValueError("--input maps the columns of --csv; with --at, name the inputs there")
+    if args.out:
+        _check_predictions_out(args)
+    law = load_law(args.law)
+    names = law.form_spec.inputs
     if args.csv:
         frame = _read_table(args.csv, {})
         columns = _input_columns(frame, names, _pairs(args.input, "--input"), args.csv)
@@ -477,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bootstrap, resample whole groups of rows sharing this column's value (e.g. "
         "all checkpoints of a run) instead of single rows",
     )
-    unc.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    unc.add_argument("--seed", type=_count, default=0, help="bootstrap seed (default 0)")
     unc.add_argument(
         "--level", type=_level, default=0.9, help="level of the intervals (default 0.9)"
     )

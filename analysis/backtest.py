@@ -40,10 +40,16 @@ slightly (``interval`` column says which).
 
 from __future__ import annotations
 
+import sys
+
+from analysis.paths import check_out_folder, exit_if_shadowed
+
+if __name__ == "__main__":  # before the imports below, which a folder ./analysis breaks
+    exit_if_shadowed("analysis", code=1)
+
 import argparse
 import itertools
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -311,6 +317,15 @@ def run_backtest(
 ) -> pd.DataFrame:  # fmt: skip
     """One row per held-out run and metric (``COLUMNS``). ``data_root`` holds one folder per
     testbed (``l2l/``, ``gadre/``, ...); ``None`` reads each study's repository."""
+    _check_arguments(testbeds, resamples, level)
+    rows = []
+    for name in tqdm(testbeds, desc="backtest", unit="testbed", disable=None):
+        data = None if data_root is None else Path(data_root) / name
+        rows += BACKTESTS[name](data, resamples, level, seed)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _check_arguments(testbeds, resamples: int, level: float) -> None:
     unknown = sorted(set(testbeds) - set(BACKTESTS))
     if unknown:
         raise ValueError(f"unknown testbed(s) {unknown}; choose from {sorted(BACKTESTS)}")
@@ -318,11 +333,6 @@ def run_backtest(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if resamples < 10:
         raise ValueError(f"at least 10 bootstrap resamples are needed, got {resamples}")
-    rows = []
-    for name in tqdm(testbeds, desc="backtest", unit="testbed", disable=None):
-        data = None if data_root is None else Path(data_root) / name
-        rows += BACKTESTS[name](data, resamples, level, seed)
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -392,16 +402,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out = Path(args.out)
+    made = False
     try:
+        _check_arguments(args.testbeds, args.resamples, args.level)
+        check_out_folder(out)
+        made = not out.exists()
         out.mkdir(parents=True, exist_ok=True)  # before the fits: --out may be unwritable
         results = run_backtest(args.testbeds, args.data_root, resamples=args.resamples,
                                level=args.level, seed=args.seed)  # fmt: skip
-    except TestbedUnavailableError as error:
-        print(f"error: {error}\n(here: --data-root FOLDER, the folder holding l2l/, gadre/, "
-              "ladder/ and chinchilla/)", file=sys.stderr)  # fmt: skip
-        return 1
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError, TestbedUnavailableError) as error:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty --out folder behind
+        if isinstance(error, TestbedUnavailableError):
+            print(f"error: {error}\n(here: --data-root FOLDER, the folder holding l2l/, gadre/, "
+                  "ladder/ and chinchilla/)", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"error: {error}", file=sys.stderr)
         return 1
     write_csv(results, out, "backtest.csv", COLUMNS)
     summary = write_csv(summarize(results), out, "backtest_summary.csv", SUMMARY_COLUMNS)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -43,6 +44,7 @@ MIXTURE_DRAWS = 32768
 represented by evenly spaced quantiles of their distribution."""
 CONFIG_NAME = "config.json"
 SAMPLES_NAME = "bootstrap.csv"
+MODEL_CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 
 
@@ -97,6 +99,48 @@ class Law(
     # dataclass forbids; the law's own config.json is its configuration instead.
     def __new__(cls, *args, **kwargs):
         return object.__new__(cls)
+
+    def __post_init__(self):
+        # Every way of making a law (fit_law, from_dict on a saved config.json, replace) passes
+        # here: a law whose fields do not fit its form predicted as if nothing were wrong (a
+        # 'fixed' naming a parameter the form lacks was used silently, a missing one dropped).
+        spec = self.form_spec  # an unknown form: a ValueError listing the known ones
+        names = ", ".join(spec.params)
+        missing = [p for p in spec.params if p not in self.params]
+        unknown = [p for p in self.params if p not in spec.params]
+        if missing or unknown:
+            raise ValueError(
+                f"params of a {self.form!r} law must be exactly {names}; "
+                + "; ".join(
+                    [f"missing {', '.join(missing)}"] * bool(missing)
+                    + [f"unknown {', '.join(map(repr, unknown))}"] * bool(unknown)
+                )
+            )
+        for what, given in (
+            ("fixed", self.fixed), ("bounds", self.bounds), ("stderr", self.stderr),
+            ("start", self.start),
+        ):  # fmt: skip
+            unknown = [p for p in given if p not in spec.params]
+            if unknown:
+                raise ValueError(
+                    f"{what} names {', '.join(map(repr, unknown))}, not a parameter of form "
+                    f"{self.form!r} (its parameters: {names})"
+                )
+        if len(set(self.fixed)) != len(self.fixed):  # counted twice in the degrees of freedom
+            raise ValueError(f"fixed names a parameter twice: {list(self.fixed)}")
+        k = len(spec.params)
+        if self.covariance and np.shape(self.covariance) != (k, k):
+            raise ValueError(
+                f"covariance must be {k} x {k} (the parameters {names}), got shape "
+                f"{np.shape(self.covariance)}"
+            )
+        shape = None if self.samples is None else np.shape(self.samples)
+        if shape is not None and (len(shape) != 2 or shape[1] != k):
+            raise ValueError(
+                f"bootstrap samples must have one column per parameter ({names}), got shape {shape}"
+            )
+        if shape is not None and shape[0] == 0:
+            raise ValueError("bootstrap samples are empty: no resample to give an interval")
 
     @property
     def _hub_mixin_config(self) -> dict:
@@ -305,46 +349,65 @@ class Law(
 
     @classmethod
     def from_dict(cls, data: dict, samples: np.ndarray | None = None) -> Law:
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"not an l2l law config: a JSON {_json_kind(data)}, where a law is an object "
+                '({"l2l_law_format": 1, "form": ..., "params": {...}, ...})'
+            )
         if data.get("l2l_law_format") != FORMAT_VERSION:
             raise ValueError(
                 f"not an l2l law file (l2l_law_format {data.get('l2l_law_format')!r}, "
                 f"expected {FORMAT_VERSION})"
             )
-        try:
-            return cls._from_fields(data, samples)
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(
-                f"malformed l2l law config: missing or ill-typed field {error}"
-            ) from None
+        return cls._from_fields(data, samples)
 
     @classmethod
     def _from_fields(cls, data: dict, samples: np.ndarray | None) -> Law:
-        spec = get_form(data["form"])
-        params = {p: float(data["params"][p]) for p in spec.params}
+        def field_(key, convert, *default):
+            """data[key] converted, or the default; a ValueError naming the field otherwise."""
+            if key not in data:
+                if default:
+                    return default[0]
+                raise ValueError(f"malformed l2l law config: missing field {key!r}")
+            value = data[key]
+            try:
+                return convert(value)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                detail = f"no {error}" if isinstance(error, KeyError) else str(error)
+                # an object's or list's entry is named by the error itself
+                shown = "" if isinstance(value, dict | list) else f"{_short(value)}: "
+                raise ValueError(
+                    f"malformed l2l law config: ill-typed field {key!r} ({shown}{detail})"
+                ) from None
+
+        spec = get_form(field_("form", str))
+        numbers = _mapping(float)
         return cls(
             form=spec.name,
-            params=params,
-            objective=Objective(**data["objective"]),
-            objective_value=float(data["objective_value"]),
-            n_points=int(data["n_points"]),
-            converged=bool(data["converged"]),
-            message=str(data.get("message", "")),
-            n_iterations=int(data.get("n_iterations", 0)),
-            fixed=tuple(data.get("fixed", ())),
-            bounds={
-                name: (float(lo), float(hi)) for name, (lo, hi) in data.get("bounds", {}).items()
-            },
-            start={k: float(v) for k, v in data.get("start", {}).items()},
-            r_squared=float(data.get("r_squared", float("nan"))),
-            stderr={k: float(v) for k, v in data.get("stderr", {}).items()},
-            covariance=tuple(tuple(float(v) for v in row) for row in data.get("covariance", [])),
-            warnings=tuple(data.get("warnings", ())),
-            residuals=(
-                None if data.get("residuals") is None else np.array(data["residuals"], float)
+            # every name, not only the form's: an unknown one is an error, not dropped; a NaN
+            # parameter would print NaN predictions as if they were answers
+            params=field_("params", _mapping(_finite)),
+            objective=field_("objective", lambda v: Objective(**_object(v))),
+            objective_value=field_("objective_value", float),
+            n_points=field_("n_points", _integer),
+            converged=field_("converged", _boolean),
+            message=field_("message", str, ""),
+            n_iterations=field_("n_iterations", _integer, 0),
+            fixed=field_("fixed", _strings, ()),
+            bounds=field_("bounds", _mapping(_bound), {}),
+            start=field_("start", numbers, {}),
+            r_squared=field_("r_squared", float, float("nan")),
+            stderr=field_("stderr", numbers, {}),
+            covariance=field_(
+                "covariance", lambda v: tuple(tuple(float(x) for x in row) for row in v), ()
+            ),
+            warnings=field_("warnings", _strings, ()),
+            residuals=field_(
+                "residuals", lambda v: None if v is None else np.array(v, float), None
             ),
             samples=samples,
-            bootstrap_info=dict(data.get("bootstrap_info", {})),
-            metadata=dict(data.get("metadata", {})),
+            bootstrap_info=field_("bootstrap_info", lambda v: dict(_object(v)), {}),
+            metadata=field_("metadata", lambda v: dict(_object(v)), {}),
         )
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -399,17 +462,61 @@ class Law(
             path = resolve(CONFIG_NAME)
             if path is None:
                 raise ValueError(f"no {CONFIG_NAME} in {model_id!r}: not a saved law")
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        samples = None
-        if config.get("bootstrap_info"):  # the law was saved with its samples: they must be there
-            samples_path = resolve(SAMPLES_NAME)
-            if samples_path is None:
-                raise ValueError(
-                    f"{model_id!r}: {CONFIG_NAME} records a bootstrap but {SAMPLES_NAME} is missing"
-                )
-            samples = _read_samples(samples_path, get_form(config["form"]).params)
-        return cls.from_dict(config, samples=samples)
+            config = _read_config(path, f"{model_id!r}: {CONFIG_NAME}")
+        try:
+            law = cls.from_dict(config)
+        except ValueError as error:
+            raise ValueError(f"{model_id!r}: {CONFIG_NAME}: {error}") from None
+        if not law.bootstrap_info:
+            return law
+        # the law was saved with its samples: they must be there
+        samples_path = resolve(SAMPLES_NAME)
+        if samples_path is None:
+            raise ValueError(
+                f"{model_id!r}: {CONFIG_NAME} records a bootstrap but {SAMPLES_NAME} is missing"
+            )
+        return replace(law, samples=_read_samples(samples_path, law.form_spec.params))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        force_download: bool = False,
+        token=None,
+        cache_dir=None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **kwargs,
+    ) -> Law:
+        """A law from a folder or a Hub repository, as ``ModelHubMixin.from_pretrained``, with
+        config.json read once, here: the mixin's reader downloaded it again after a failed try
+        and broke with an AttributeError on a config.json that is JSON but not an object."""
+        return cls._from_pretrained(
+            model_id=str(pretrained_model_name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            **kwargs,
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """Save the law into the folder ``save_directory`` (``ModelHubMixin.save_pretrained``):
+        a new or empty folder, one holding a law (replaced), or one whose other files are kept;
+        a folder whose config.json or bootstrap.csv is not a law's is refused (they would be
+        replaced or deleted)."""
+        save_directory = Path(save_directory)
+        previous = check_save_directory(save_directory)
+        card = save_directory / MODEL_CARD_NAME
+        # The mixin keeps an existing README.md: the card of the law replaced here would then
+        # describe its parameters beside this law's config.json. An untouched card is rewritten;
+        # one edited by hand is kept, as the mixin does.
+        if previous is not None and card.is_file():
+            if card.read_text(encoding="utf-8") == str(previous.generate_model_card()):
+                card.unlink()
+        return super().save_pretrained(save_directory, **kwargs)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         data = ModelCardData(**self._hub_mixin_info.model_card_data.to_dict())
@@ -438,41 +545,113 @@ class Law(
 def load_law(path_or_repo_id: str | os.PathLike, **kwargs) -> Law:
     """Read a law saved with ``save_pretrained`` from a folder or a Hub repository id.
 
-    Whatever goes wrong (no such folder or repository, the Hub unreachable, a config.json that is
-    not JSON or not a law) is a ValueError naming the source."""
+    A folder is looked for first. A name that can only be a path (no 'owner/name', or starting
+    with '.', '/' or '~', or in a folder that exists here, like 'results/my-law' where results/
+    exists) fails at once when there is no such folder; otherwise the Hub is asked (at once from
+    its cache when HF_HUB_OFFLINE is set). Whatever goes wrong (no such folder or repository, the
+    Hub unreachable, a config.json that is not JSON or not a law) is a ValueError naming the
+    source, and both places looked in when the law was found in neither."""
     source = str(path_or_repo_id)
-    if os.path.exists(source) and not os.path.isdir(source):
+    local = os.path.expanduser(source)
+    if os.path.exists(local) and not os.path.isdir(local):
         raise ValueError(
             f"{source!r} is a file; a saved law is the folder holding {CONFIG_NAME} "
             f"(written by save_pretrained or python -m analysis fit --out)"
         )
-    if not os.path.isdir(source) and source.count("/") != 1:
-        # Only legacy canonical models have ids without an owner ("gpt2"); a law pushed with
-        # push_to_hub is always "owner/name". Without this, a mistyped folder name waited ~24 s
-        # for huggingface_hub's retries when offline before saying the same.
-        raise ValueError(
-            f"no saved law at {source!r}: no such folder, and not a Hub repository id "
-            "('owner/name')"
-        )
+    looked = f"looked for the folder {os.path.abspath(local)}"
+    if not os.path.isdir(local):
+        # Without this, a mistyped folder name waited ~25 s for huggingface_hub's retries when
+        # offline before saying the same.
+        reason = _not_a_hub_id(source)
+        if reason:
+            raise ValueError(f"no saved law at {source!r}: no such folder, and {reason}; {looked}")
     try:
-        return Law.from_pretrained(source, **kwargs)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source!r}: {CONFIG_NAME} is not valid JSON ({error})") from None
+        return Law.from_pretrained(local if os.path.isdir(local) else source, **kwargs)
     except HFValidationError:  # neither a local folder nor a well-formed repository id
         raise ValueError(
-            f"no saved law at {source!r}: no such folder, and not a Hub repository id"
+            f"no saved law at {source!r}: no such folder, and not a Hub repository id; {looked}"
         ) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        if os.path.isdir(source):
+        if os.path.isdir(local):
             raise
+        reason = (
+            "offline (HF_HUB_OFFLINE is set) and not in the local Hub cache"
+            if hub_constants.HF_HUB_OFFLINE
+            else f"{type(error).__name__}: {error}"
+        )
         raise ValueError(
             f"no saved law at {source!r}: no such folder here, and none could be downloaded "
-            f"from the Hub ({type(error).__name__}: {error})"
+            f"from the Hub repository {source!r} ({reason}); {looked}"
         ) from None
     except ValueError as error:  # not a law, malformed fields: say which source
-        if source in str(error):
+        if source in str(error) or local in str(error):
             raise
         raise ValueError(f"{source!r}: {error}") from None
+
+
+def _not_a_hub_id(source: str) -> str | None:
+    """Why ``source``, not a folder here, cannot be a law's Hub repository id (None if it can)."""
+    if source.count("/") != 1:
+        # Only legacy canonical models have ids without an owner ("gpt2"); a law pushed with
+        # push_to_hub is always "owner/name".
+        return "not a Hub repository id ('owner/name')"
+    if source.startswith((".", "/", "~")) or "\\" in source:
+        return "it is a path, not a Hub repository id ('owner/name')"
+    first, rest = source.split("/")
+    if os.path.isdir(first):  # results/my-law with results/ here: a folder in it was meant
+        folders = sorted(p.name for p in Path(first).iterdir() if p.is_dir())
+        held = f"its folders: {', '.join(folders[:10])}" if folders else "it holds no folder"
+        more = f" and {len(folders) - 10} more" if len(folders) > 10 else ""
+        return (
+            f"not looked up on the Hub: {first}/ is a folder here, and it holds no {rest!r} "
+            f"({held}{more})"
+        )
+    return None
+
+
+def check_save_directory(path: str | os.PathLike) -> Law | None:
+    """The law saved in the folder ``path``, or None where there is none (a new folder, or one
+    without a law's files); a ValueError where saving a law there would destroy something else:
+    ``path`` is a file, or its config.json or bootstrap.csv are not a law's (saving replaces the
+    one and replaces or deletes the other)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; the law is saved as a folder")
+    config_path = path / CONFIG_NAME
+    if config_path.exists():
+        try:
+            config = _read_config(str(config_path), str(config_path))
+            if "l2l_law_format" not in config:
+                raise ValueError(f"{config_path} has no l2l_law_format field")
+        except (ValueError, OSError) as error:
+            raise ValueError(
+                f"{path} holds a {CONFIG_NAME} that is not a saved law ({error}); saving a law "
+                "there would replace it: choose another folder"
+            ) from None
+        try:  # a damaged law of ours may be replaced
+            return Law.from_dict(config)
+        except ValueError:
+            return None
+    if (path / SAMPLES_NAME).exists():
+        raise ValueError(
+            f"{path} holds a {SAMPLES_NAME} but no saved law ({CONFIG_NAME}); saving a law there "
+            "would replace or delete it: choose another folder"
+        )
+    return None
+
+
+def _read_config(path: str, where: str) -> dict:
+    """The JSON object in ``path``; a ValueError beginning with ``where`` otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{where} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{where} holds a JSON {_json_kind(config)}, not an object: not a saved law"
+        )
+    return config
 
 
 def _mixture_quantiles(
@@ -504,6 +683,69 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must be strictly between 0 and 1, got {level!r}")
 
 
+def _json_kind(value) -> str:
+    """What a JSON value is, in JSON's words."""
+    kinds = ((dict, "object"), (list, "list"), (str, "string"), (bool, "boolean"))
+    kinds += ((int | float, "number"), (type(None), "null"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"a JSON object is needed, not a {_json_kind(value)}")
+    return value
+
+
+def _mapping(convert):
+    def mapping(value) -> dict:
+        out = {}
+        for key, item in _object(value).items():
+            try:
+                out[str(key)] = convert(item)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{key!r}: {error}") from None
+        return out
+
+    return mapping
+
+
+def _finite(value) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"a finite number is needed, got {value!r}")
+    return number
+
+
+def _bound(value) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise TypeError(f"a [low, high] pair is needed, got {_short(value)}")
+    return float(value[0]), float(value[1])
+
+
+def _strings(value) -> tuple[str, ...]:
+    # tuple("alpha") would be five one-letter names
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("a list of strings is needed")
+    return tuple(value)
+
+
+def _integer(value) -> int:
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise ValueError("a whole number is needed")
+    return int(value)
+
+
+def _boolean(value) -> bool:
+    if not isinstance(value, bool):  # bool("false") is True
+        raise TypeError("true or false is needed")
+    return value
+
+
 def _strict_json(value):
     """``value`` with every non-finite float replaced by its JSON-safe string."""
     if isinstance(value, dict):
@@ -520,6 +762,8 @@ def _read_samples(path: str, params: tuple[str, ...]) -> np.ndarray:
         rows = list(csv.reader(f))
     if not rows or tuple(rows[0]) != tuple(params):
         raise ValueError(f"{path}: bootstrap samples header {rows[:1]} does not match {params}")
+    if len(rows) < 2:  # an interval of no resamples would be NaN
+        raise ValueError(f"{path}: no bootstrap samples below the header")
     try:
         values = [[float(v) for v in row] for row in rows[1:]]
         return np.array(values, dtype=float).reshape(-1, len(params))

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from analysis.paths import check_out_folder, exit_if_shadowed
 from analysis.reproduce import PAPERS, reproduce
 from analysis.testbeds import TestbedUnavailableError
 
@@ -26,16 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="output folder (default: reproduce-<paper>)")
     args = parser.parse_args(argv)
+    # The reproductions import the package on first use: a folder ./analysis breaks them.
+    exit_if_shadowed("analysis", code=1)
     start = time.perf_counter()
+    out = args.out or f"reproduce-{args.paper}"
     try:
-        result = reproduce(args.paper, args.data, args.out or f"reproduce-{args.paper}")
+        check_out_folder(out)  # before the fits, which may take minutes
+        result = reproduce(args.paper, args.data, out)
     except (OSError, ValueError, TestbedUnavailableError) as error:  # OSError: e.g. --out a file
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(result.text)
     written = [*result.tables, *(p.name for p in result.figures)]
-    print(f"wrote {', '.join(written)} to {args.out or f'reproduce-{args.paper}'} "
-          f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(f"wrote {', '.join(written)} to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

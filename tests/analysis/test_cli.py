@@ -414,7 +414,9 @@ def test_unwritable_outputs_are_errors_not_tracebacks(runs_csv, tmp_path, capsys
     frame = pd.DataFrame({"Model Size": n, "Training FLOP": 6 * n * d, "loss": loss})
     frame.to_csv(tmp_path / "svg_extracted_data.csv", index=False)
     assert reproduce_main(["chinchilla", "--data", str(tmp_path), "--out", str(a_file)]) == 1
-    assert "File exists" in capsys.readouterr().err
+    assert f"--out {a_file} is a file; the results are written into a folder" in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_plot_extrapolates_by_default(runs_csv, tmp_path, monkeypatch):

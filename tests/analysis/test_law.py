@@ -193,14 +193,170 @@ def test_load_errors_name_the_source(tmp_path):
     (broken / "config.json").write_text(
         json.dumps({"l2l_law_format": 1, "form": "chinchilla", "params": {"A": 1.0}})
     )
-    with pytest.raises(ValueError, match="broken'.*malformed l2l law config.*'B'"):
+    with pytest.raises(ValueError, match="broken'.*malformed l2l law config.*'objective'"):
         load_law(broken)
+    for value, kind in (([{"l2l_law_format": 1}], "list"), ("law", "string"), (1, "number")):
+        # any JSON but an object: huggingface_hub's reader raised AttributeError ('list' object
+        # has no attribute 'items'), from load_law and Law.from_pretrained alike
+        (broken / "config.json").write_text(json.dumps(value))
+        for load in (load_law, Law.from_pretrained):
+            with pytest.raises(ValueError, match=f"broken'.*config.json holds a JSON {kind}, not"):
+                load(broken)
     inputs, y = _sweep()
+    (broken / "config.json").unlink()  # save_pretrained refuses to replace what is not a law
     bootstrap(fit_law("chinchilla", inputs, y), inputs, y, n_resamples=3).save_pretrained(broken)
+    config = json.loads((broken / "config.json").read_text())
+    del config["params"]["B"]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="broken'.*config.json: params .* exactly .*missing B"):
+        load_law(broken)
     text = (broken / "bootstrap.csv").read_text().splitlines()
+    bootstrap(fit_law("chinchilla", inputs, y), inputs, y, n_resamples=3).save_pretrained(broken)
     (broken / "bootstrap.csv").write_text("\n".join([text[0], "1,2,x,4,5"]))
     with pytest.raises(ValueError, match="bootstrap.csv: malformed bootstrap samples"):
         load_law(broken)
+    (broken / "bootstrap.csv").write_text(text[0] + "\n")  # NaN intervals from no resamples
+    with pytest.raises(ValueError, match="bootstrap.csv: no bootstrap samples below the header"):
+        load_law(broken)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"fixed": ["Z"]},
+            r"fixed names 'Z', not a parameter of form 'chinchilla' \(its "
+            r"parameters: A, B, E, alpha, beta\)",
+        ),
+        ({"fixed": ["E", "E"]}, r"fixed names a parameter twice"),
+        ({"fixed": "alpha"}, r"ill-typed field 'fixed' \('alpha': a list of strings"),
+        ({"bounds": {"Z": [0, 1]}}, r"bounds names 'Z', not a parameter"),
+        ({"bounds": {"E": 1.5}}, r"ill-typed field 'bounds' \('E': a \[low, high\] pair"),
+        ({"params": {"Z": 1.0}}, r"params of a 'chinchilla' law must be exactly .*unknown 'Z'"),
+        ({"params": {"E": "NaN"}}, r"ill-typed field 'params' \('E': a finite number"),
+        ({"params": {"E": "x"}}, r"ill-typed field 'params' \('E': could not convert"),
+        ({"converged": "false"}, r"ill-typed field 'converged' \('false': true or false"),
+        ({"n_points": 2.5}, r"ill-typed field 'n_points' \(2.5: a whole number"),
+        ({"warnings": "check"}, r"ill-typed field 'warnings'"),
+        ({"covariance": [[1.0, 2.0]]}, r"covariance must be 5 x 5"),
+        ({"form": "nope"}, r"unknown form 'nope'"),
+    ],
+)
+def test_load_refuses_a_config_that_does_not_fit_its_form(tmp_path, change, message):
+    """A hand-edited or damaged config.json whose fields do not fit the law's form: an error
+    naming the file, the field and the form's parameters. 'fixed: ["Z"]' printed predictions as
+    if nothing were wrong; tuple("alpha") made five one-letter names."""
+    inputs, y = _sweep()
+    fit_law("chinchilla", inputs, y).save_pretrained(tmp_path / "law")
+    config = json.loads((tmp_path / "law" / "config.json").read_text())
+    for key, value in change.items():
+        if key == "params":
+            value = {**config["params"], **value}
+        config[key] = value
+    (tmp_path / "law" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="law'.*config.json: .*" + message):
+        load_law(tmp_path / "law")
+
+
+def test_a_law_is_checked_against_its_form_however_it_is_made():
+    """Not only loading: a Law built or replaced with fields its form does not have is refused."""
+    from dataclasses import replace
+
+    params = dict(K=0.6, kappa=1.1, E_x=1.5, E_y=0.7)
+    with pytest.raises(ValueError, match=r"fixed names 'Z', not a parameter of form 'loss_to_lo"):
+        Law(form="loss_to_loss", params=params, fixed=("Z",))
+    with pytest.raises(ValueError, match="must be exactly K, kappa, E_x, E_y; missing E_y"):
+        Law(form="loss_to_loss", params={k: v for k, v in params.items() if k != "E_y"})
+    with pytest.raises(ValueError, match="unknown form 'l2l'"):
+        Law(form="l2l", params=params)
+    law = Law(form="loss_to_loss", params=params)
+    with pytest.raises(ValueError, match="bounds names 'E'"):
+        replace(law, bounds={"E": (0.0, 1.0)})
+    with pytest.raises(ValueError, match=r"one column per parameter .* shape \(3, 2\)"):
+        law.with_samples(np.ones((3, 2)), {"n_resamples": 3})
+
+
+def test_a_missing_local_law_fails_at_once_naming_where_it_looked(tmp_path, monkeypatch):
+    """'results/my-law' where results/ exists here is a folder in it, not the Hub repository
+    'results/my-law': at once, not after ~25 s of Hub retries offline."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "law-a").mkdir(parents=True)
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as error:
+        load_law("results/my-law")
+    assert time.perf_counter() - started < 2
+    assert "no saved law at 'results/my-law': no such folder" in str(error.value)
+    assert "not looked up on the Hub: results/ is a folder here" in str(error.value)
+    assert "holds no 'my-law' (its folders: law-a)" in str(error.value)
+    assert f"looked for the folder {tmp_path / 'results' / 'my-law'}" in str(error.value)
+    for path in ("./my-law", "~nobody/my-law"):  # paths by their look, whatever exists
+        started = time.perf_counter()
+        with pytest.raises(ValueError, match="is a path, not a Hub repository id"):
+            load_law(path)
+        assert time.perf_counter() - started < 2
+    fit_law("chinchilla", *_sweep()).save_pretrained(tmp_path / "results" / "my-law")
+    assert load_law("results/my-law").form == "chinchilla"  # the folder, when it is there
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_law("~/results/my-law").form == "chinchilla"
+
+
+def test_a_law_not_here_nor_on_the_hub_names_both_offline(tmp_path):
+    """Offline (HF_HUB_OFFLINE=1), a Hub id that is no folder here fails at once from the Hub
+    cache, and the error names the folder looked for and the Hub repository tried."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "predict", "nobody/my-law", "--at", "N=1e9,D=1e10"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert time.perf_counter() - started < 15  # the Hub client's retries take ~25 s
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "from the Hub repository 'nobody/my-law' (offline (HF_HUB_OFFLINE is set)" in (
+        result.stderr
+    )
+    assert f"looked for the folder {tmp_path / 'nobody' / 'my-law'}" in result.stderr
+
+
+def test_save_refuses_a_folder_holding_something_else(tmp_path):
+    """save_pretrained replaces config.json and replaces or deletes bootstrap.csv: a folder whose
+    files of those names are not a law's is refused, and nothing in it is touched."""
+    inputs, y = _sweep()
+    law = fit_law("chinchilla", inputs, y)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="model holds a config.json that is not a saved law"):
+        law.save_pretrained(model)
+    assert (model / "config.json").read_text() == '{"model_type": "llama"}'
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "bootstrap.csv").write_text("my,own\n1,2\n")
+    with pytest.raises(ValueError, match="table holds a bootstrap.csv but no saved law"):
+        law.save_pretrained(table)
+    assert (table / "bootstrap.csv").read_text() == "my,own\n1,2\n"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    law.save_pretrained(tmp_path / "notes")  # other files are left alone
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"
+    assert load_law(tmp_path / "notes").params == law.params
+
+
+def test_saving_over_a_law_rewrites_its_untouched_model_card(tmp_path):
+    """The Hub mixin keeps an existing README.md: the card of the law replaced described its
+    parameters beside the new config.json. An untouched card is rewritten, an edited one kept."""
+    inputs, y = _sweep()
+    first = fit_law("chinchilla", inputs, y)
+    second = fit_law("chinchilla", inputs, y, fixed={"E": 1.5})
+    first.save_pretrained(tmp_path / "law")
+    second.save_pretrained(tmp_path / "law")
+    card = (tmp_path / "law" / "README.md").read_text()
+    assert card == str(second.generate_model_card()) and "| E | 1.5 | fixed |" in card
+    (tmp_path / "law" / "README.md").write_text(card + "\nMy notes.\n")
+    first.save_pretrained(tmp_path / "law")
+    assert (tmp_path / "law" / "README.md").read_text().endswith("My notes.\n")
+    assert load_law(tmp_path / "law").params == first.params
 
 
 PUSH_SCRIPT = textwrap.dedent(
