@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from .downstream import FAMILIES
@@ -26,6 +27,11 @@ from .tasks import TASK_GROUPS, TASKS
 
 def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _one_line(error) -> str:
+    """An error as one line: messages passed on from transformers or torch may span several."""
+    return re.sub(r"\s*\n\s*", " ", str(error)).strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss-tokens",
         type=int,
         default=DEFAULT_LOSS_TOKENS,
-        help="held-out tokens per corpus (default %(default)s)",
+        help="held-out tokens per corpus: the first LOSS_TOKENS // seq_len sequences (default "
+        "%(default)s; a row's n counts the tokens predicted, seq_len - 1 per sequence)",
     )
     p.add_argument("--data-dir", help="training's tokenized-shard folder (default: the run's)")
     p.add_argument("--val-sequences", type=int, help="held-out split size (default: the run's)")
     p.add_argument("--task-data", help="folder of local task files (see evaluation.task_data)")
     p.add_argument("--no-hub", action="store_true", help="never download task data from the Hub")
     p.add_argument(
-        "--limit", type=int, help="first N questions per task split (quick looks: own --out)"
+        "--limit", type=int, help="first N >= 1 questions per task split (quick looks: own --out)"
     )
     p.add_argument(
         "--tokenizer", help="tokenizer (Hub id, folder or offline:V) if not beside the model"
@@ -123,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             failures = evaluate_study(args.study, cfg, table)
         else:
             failures = evaluate_model(args.model, cfg, table)
-    except (ValueError, FileNotFoundError, ModelLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError, ModelLoadError) as err:
+        # OSError: a results table that cannot be written (disk full, permissions), besides the
+        # FileNotFoundError of a missing folder; every row before it is in the table.
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     for f in failures:
-        print(f"FAILED {f.run}: {f.what}: {f.error}", file=sys.stderr)
+        print(f"FAILED {f.run}: {f.what}: {_one_line(f.error)}", file=sys.stderr)
     if table.path.exists():
         print(f"{len(table.rows)} rows in {table.path}", file=sys.stderr)
     else:  # e.g. a study with no finished run yet

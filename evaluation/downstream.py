@@ -140,6 +140,8 @@ def evaluate_task(
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown metric families {sorted(unknown)}; known: {FAMILIES}")
+    if limit is not None and limit < 1:  # questions[:0] is none, questions[:-2] all but two
+        raise ValueError(f"limit must be at least 1 question, got {limit}")
     names = metric_names(spec)
     if "zero_shot" in families:
         wanted = {m: names[f"test_{m}"] for m in ("ce_loss", "acc", "len_norm")}

@@ -10,7 +10,8 @@ pre-tokenized ``.npy`` stream of token ids can be given instead.
 Losses are computed over a fixed, deterministic number of tokens: the first ``n_tokens //
 seq_len`` sequences of the split, the same for every model. In each sequence every position
 predicts the next token, as OLMo's evaluator and the training loss do: ``seq_len - 1`` scored
-tokens per sequence, the first token only conditions.
+tokens per sequence, the first token only conditions. Those predicted tokens are what the loss
+averages over, so they are what a loss row's ``n`` counts: sequences x (seq_len - 1), in tokens.
 
 Bits per byte divide the summed loss (in bits) by the UTF-8 bytes of the scored tokens. Each
 token's bytes come from the vocabulary (``token_byte_lengths``): exact for byte-level BPE; for
@@ -130,7 +131,7 @@ class HeldOutLoss:
     n_tokens: int
     """Tokens read (windows x seq_len)."""
     n_scored: int
-    """Tokens predicted (windows x (seq_len - 1))."""
+    """Tokens predicted (windows x (seq_len - 1)): ``ce`` is their mean, the rows' ``n``."""
     seq_len: int
 
 
@@ -201,12 +202,14 @@ def held_out_windows(
         raise HeldOutDataError(f"n_tokens={n_tokens} is less than one sequence of {seq_len} tokens")
     if str(source).endswith(".npy"):
         stream = load_token_file(source, n_windows * seq_len)
-        n_windows = len(stream) // seq_len
-        if n_windows == 0:
+        have = len(stream) // seq_len
+        if have == 0:
             raise HeldOutDataError(
                 f"{source}: {len(stream)} tokens, fewer than one sequence of {seq_len}"
             )
-        return stream[: n_windows * seq_len].reshape(n_windows, seq_len)
+        if have < n_windows:
+            _warn_short(source, "token stream", have, n_windows, seq_len, n_tokens)
+        return stream[: have * seq_len].reshape(have, seq_len)
     if tokenizer is None:
         raise HeldOutDataError(
             f"held-out corpus {source!r}: a tokenizer name is needed to build it"
@@ -226,10 +229,23 @@ def held_out_windows(
         raise HeldOutDataError(f"held-out split of {source!r}: {err}") from None
     if n_windows > len(split):
         # Reading past the split would score documents the runs trained on.
-        logger.warning(
-            "%s: the held-out split has %d sequences, fewer than the %d asked for; using all",
-            source,
-            len(split),
-            n_windows,
-        )
+        _warn_short(source, "held-out split", len(split), n_windows, seq_len, n_tokens)
     return np.asarray(split[:n_windows], dtype=np.int64)
+
+
+def _warn_short(source, what: str, have: int, wanted: int, seq_len: int, n_tokens: int) -> None:
+    """Fewer sequences than asked for: said in sequences and in tokens both, so that the message
+    reads against the rows' n (the predicted tokens)."""
+    logger.warning(
+        "%s: the %s has %d sequences of %d tokens, fewer than the %d asked for (%d tokens // %d); "
+        "the loss is over all of them: %d predicted tokens (%d per sequence), the n of its rows",
+        source,
+        what,
+        have,
+        seq_len,
+        wanted,
+        n_tokens,
+        seq_len,
+        have * (seq_len - 1),
+        seq_len - 1,
+    )

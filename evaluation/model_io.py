@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,19 +65,28 @@ def run_info(model: str) -> RunInfo:
     final = path / "final.json"
     if path.is_dir() and final.is_file():
         try:
-            meta = json.loads(final.read_text())
+            meta = json.loads(_read_text(final))
         except json.JSONDecodeError as err:
             raise ModelLoadError(f"{final}: not valid JSON ({err.msg})") from None
-        info.run = str(meta.get("run", info.run))
-        for key in ("dataset", "N", "D", "C"):
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"{final}: expected a JSON object, got {type(meta).__name__}")
+        # These become the run's columns in every row: a wrong type or a NaN here would be
+        # written silently into the table (and "run" keys resuming), so each is checked.
+        for key in ("run", "dataset"):
+            value = meta.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                raise ModelLoadError(f"{final}: {key!r} is {value!r}, not a name")
+        info.run = meta.get("run") or info.run
+        info.dataset = meta.get("dataset") or info.dataset
+        for key in ("N", "D", "C"):
             if meta.get(key) is not None:
-                setattr(info, key, meta[key] if key == "dataset" else float(meta[key]))
+                setattr(info, key, _positive_number(meta[key], key, final))
     config = path / "training_config.yaml"
     if path.is_dir() and config.is_file():
         import yaml
 
         try:
-            parsed = yaml.safe_load(config.read_text())
+            parsed = yaml.safe_load(_read_text(config))
         except yaml.YAMLError as err:
             raise ModelLoadError(f"{config}: not valid YAML ({err})") from None
         data = (parsed.get("data") if isinstance(parsed, dict) else None) or {}
@@ -84,6 +94,43 @@ def run_info(model: str) -> RunInfo:
         if info.dataset is None and isinstance(info.data_config.get("corpus"), str):
             info.dataset = info.data_config["corpus"]
     return info
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"cannot read {path}: {err}") from None
+
+
+def _positive_number(value, key: str, path: Path) -> float:
+    """A count (N, D) or compute (C) of ``path``: a finite number above zero."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ModelLoadError(f"{path}: {key!r} is {value!r}, not a positive number")
+    return number
+
+
+def parse_dtype(dtype: str) -> torch.dtype:
+    """The floating-point torch dtype named ``dtype`` (weights and activations)."""
+    torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return torch_dtype
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine lacks now, rather than as a traceback once a model is loaded:
+    allocating an empty tensor there fails the same way moving a model would."""
+    try:
+        torch.empty(0, device=torch.device(device))
+    except (RuntimeError, AssertionError, ValueError, TypeError) as err:
+        # torch's first sentence says it; the rest lists backends over many lines.
+        reason = (str(err).split("\n")[0].split(". ")[0] or type(err).__name__)[:200]
+        raise ValueError(f"device {device!r} is not usable here: {reason}") from None
 
 
 def load_model(
@@ -101,9 +148,7 @@ def load_model(
     except ImportError:
         pass
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    torch_dtype = parse_dtype(dtype)
     path = Path(os.path.expanduser(model))
     source = str(path) if path.is_dir() else model
     if not path.is_dir() and _parse_run_name(model) is not None:
@@ -116,7 +161,12 @@ def load_model(
         raise ModelLoadError(
             f"cannot load a causal LM from {source!r}: {type(err).__name__}: {err}"
         ) from err
-    return lm.to(device).eval()
+    try:
+        return lm.to(device).eval()
+    except (RuntimeError, AssertionError) as err:  # out of memory, a device torch was not built for
+        raise ModelLoadError(
+            f"cannot move the model of {source!r} to {device}: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _released_run_folder(name: str) -> str:

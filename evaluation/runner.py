@@ -8,6 +8,7 @@ be loaded, or a task whose data is missing, is reported and skipped, and the swe
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import traceback
@@ -29,9 +30,11 @@ from .losses import (
 from .model_io import (
     ModelLoadError,
     RunInfo,
+    check_device,
     check_tokenizer_fits,
     count_parameters,
     load_model,
+    parse_dtype,
     resolve_tokenizer,
     run_info,
 )
@@ -55,7 +58,8 @@ class EvalConfig:
     corpora and C4; ``own`` for each run's training corpus, which also gives ``val_loss``),
     local files, or .npy tokens, optionally as ``key=source`` to name the metric's key."""
     loss_tokens: int = DEFAULT_LOSS_TOKENS
-    """Held-out tokens per corpus: the first loss_tokens // seq_len sequences of the split."""
+    """Held-out tokens per corpus: the first loss_tokens // seq_len sequences of the split (the
+    rows' ``n`` counts the tokens predicted, seq_len - 1 per sequence)."""
     data_dir: str | None = None
     """Folder of training's tokenized shards (default: the run's, else ~/.cache/l2l/data)."""
     val_sequences: int | None = None
@@ -82,14 +86,35 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self):
+        # Everything checkable is checked here, before any model is loaded: a bad value found
+        # later would fail every run of a study, or worse, be taken silently (--limit 0 meant
+        # every question, a negative one all but the last).
         self.specs = resolve_tasks(self.tasks) if self.tasks else []
         unknown = set(self.families) - set(FAMILIES)
         if unknown:
             raise ValueError(f"unknown metric families {sorted(unknown)}; known: {FAMILIES}")
+        if self.specs and not self.families:
+            raise ValueError(f"tasks but no metric family to compute; families: {FAMILIES}")
         if not (self.specs or self.losses or self.lm_eval_tasks):
             raise ValueError("nothing to evaluate: give tasks, held-out losses or lm-eval tasks")
         if self.loss_tokens < 2:
             raise ValueError(f"loss_tokens must be at least 2, got {self.loss_tokens}")
+        for name, flag in (("limit", "--limit"), ("val_sequences", "--val-sequences"),
+                           ("max_batch_tokens", "--batch-tokens")):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
+        for item in self.losses:
+            key, eq, source = item.partition("=")
+            if not key.strip() or (eq and not source.strip()):
+                raise ValueError(f"held-out loss {item!r}: expected a corpus, a file or key=source")
+        for name, flag in (("task_data", "--task-data"), ("lm_eval_include", "--lm-eval-include")):
+            folder = getattr(self, name)
+            if folder is not None and not Path(folder).is_dir():
+                raise FileNotFoundError(f"{name} ({flag}) folder not found: {folder}")
+        parse_dtype(self.dtype)
+        if self.device is not None:
+            check_device(self.device)
 
 
 @dataclass
@@ -168,6 +193,19 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
             table.append([{**row, **extra}])
 
     data = info.data_config
+
+    def data_setting(key: str, given: int | None, default) -> int:
+        """``given`` (the command line), else the run's ``data.<key>``, else ``default()``."""
+        value = given if given is not None else data.get(key)
+        if value is None:
+            return int(default())
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeldOutDataError(
+                f"{Path(info.model) / 'training_config.yaml'}: data.{key} is {value!r}, "
+                "not a positive whole number"
+            )
+        return value
+
     byte_lengths = token_byte_lengths(tokenizer)
     for key, source in _loss_sources(cfg):
         if key == "own":
@@ -183,11 +221,11 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
         try:
             windows = held_out_windows(
                 source,
-                seq_len=int(data.get("seq_len") or model_max_length(lm, tokenizer)),
+                seq_len=data_setting("seq_len", None, lambda: model_max_length(lm, tokenizer)),
                 n_tokens=cfg.loss_tokens,
                 tokenizer=data.get("tokenizer") or tokenizer_name,
                 data_dir=cfg.data_dir or data.get("data_dir") or "~/.cache/l2l/data",
-                val_sequences=int(cfg.val_sequences or data.get("val_sequences") or 2048),
+                val_sequences=data_setting("val_sequences", cfg.val_sequences, lambda: 2048),
             )
             result = held_out_loss(
                 lm,
@@ -206,9 +244,11 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
             rows.append((names["bpb"], result.bpb))
         if info.dataset is not None and corpus_key(info.dataset) == corpus_key(key):
             rows.append(("val_loss", result.ce))
+        # n: the predicted tokens the loss averages over (not the tokens read, one more per
+        # sequence), the unit held_out_windows' warning also speaks in.
         table.append(
             [
-                {**columns, "metric": m, "value": v, "n": result.n_tokens, "source": str(source)}
+                {**columns, "metric": m, "value": v, "n": result.n_scored, "source": str(source)}
                 for m, v in rows
                 if not table.has(info.run, m)
             ]
@@ -256,14 +296,18 @@ def finished_runs(study_dir: str | Path) -> tuple[list[Path], list[str]]:
     """Run folders of a study holding ``final.json`` (sorted), and the planned runs not finished."""
     study = Path(study_dir)
     if not study.is_dir():
-        raise FileNotFoundError(f"study folder not found: {study}")
+        what = "is not a folder" if study.exists() else "not found"
+        raise FileNotFoundError(f"study folder {what}: {study}")
+    if (study / "final.json").is_file():  # training writes it into a run's folder, last
+        raise ValueError(f"{study} is a run folder (it holds final.json), not a study: use --model")
     finished = sorted(p.parent for p in study.glob("*/final.json"))
     planned: list[str] = []
     try:
         from training.study import read_plan
 
         planned = [r.run for r in read_plan(study)]
-    except (ImportError, FileNotFoundError, ValueError) as err:
+    except (ImportError, OSError, ValueError, TypeError, KeyError, csv.Error) as err:
+        # The plan only names the unfinished runs: a broken one must not stop the evaluation.
         logger.info("%s: no readable plan (%s); evaluating the finished run folders", study, err)
     names = {p.name for p in finished}
     return finished, [r for r in planned if r not in names]
@@ -277,8 +321,18 @@ def evaluate_study(study_dir: str | Path, cfg: EvalConfig, table: ResultsTable) 
         logger.warning("%d planned runs are not finished and are skipped: %s", len(unfinished),
                        ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))  # fmt: skip
     failures: list[Failure] = []
+    folders: dict[str, Path] = {}  # run name -> the folder that has it
     for run_dir in tqdm(runs, desc="runs", disable=not cfg.progress):
         try:
+            # Rows are keyed by run name: a second folder with the same name (a copied
+            # final.json) would have its metrics taken as done and never be evaluated.
+            name = run_info(str(run_dir)).run
+            if name in folders:
+                raise ModelLoadError(
+                    f"its run name {name!r} is also that of {folders[name]}; rows are keyed by "
+                    f"run name (final.json's 'run'), so it is not evaluated"
+                )
+            folders[name] = run_dir
             failures += evaluate_model(str(run_dir), cfg, table)
         except ModelLoadError as err:
             failures.append(Failure(run_dir.name, "load", str(err)))

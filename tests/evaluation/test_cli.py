@@ -24,7 +24,10 @@ def make_run(study, name, tokenizer, *, seed=0, final=True, dataset=None, shards
     run = study / name
     build_model(vocab or len(tokenizer), context=context, seed=seed).save_pretrained(run)
     tokenizer.save_pretrained(run)
-    data = {"tokenizer": str(run), "seq_len": 32, "val_sequences": 4, "data_dir": str(shards)}
+    # Shards go to the study's folder unless given: never the working directory (str(None)
+    # made a folder "None" in it) nor the user's cache.
+    data = {"tokenizer": str(run), "seq_len": 32, "val_sequences": 4,
+            "data_dir": str(shards if shards is not None else study / "shards")}
     if corpus is not None:
         data["corpus"] = str(corpus)
     (run / "training_config.yaml").write_text(yaml.safe_dump({"data": data}))
@@ -66,7 +69,8 @@ def test_sweep_evaluates_finished_runs_and_resumes(study, tmp_path, task_dir, mo
             "eval/downstream_bpb/arc_easy_val_rc_5shot_bpb",
             "eval/downstream_bpb/arc_easy_test_rc_5shot_bpb"} <= set(metrics)  # fmt: skip
     assert metrics["val_loss"]["value"] == metrics["eval/c4_val/CrossEntropyLoss"]["value"]
-    assert metrics["eval/c4_val/CrossEntropyLoss"]["n"] == 64
+    # --loss-tokens 64 at seq_len 32: 2 sequences, 31 predicted tokens each (the loss's n)
+    assert metrics["eval/c4_val/CrossEntropyLoss"]["n"] == 62
     row = metrics["eval/downstream/winogrande_test_acc"]
     assert (row["dataset"], row["N"], row["D"], row["C"]) == ("c4", 1.0e5, 2.0e6, 1.2e12)
     assert not any(
@@ -254,3 +258,207 @@ def test_quick_looks_and_full_evaluations_never_share_a_table(checkpoint, tmp_pa
     assert main([*base[:-3], "--out", str(full), "--quiet"]) == 0
     assert {(r["n"], r["limit"]) for r in ResultsTable(full).rows} == {(6, None)}
     assert main([*base[:-3], "--out", str(full), "--quiet", "--limit", "3"]) == 2
+
+
+def quick_args(target, out, task_dir, *extra, flag="--study"):
+    return [flag, str(target), "--out", str(out), "--tasks", "copa", "--families", "zero_shot",
+            "--task-data", str(task_dir), "--no-hub", "--quiet", *extra]  # fmt: skip
+
+
+def no_loading(monkeypatch) -> list:
+    """Record (and refuse) every model load: bad input must be refused before any."""
+    loads = []
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: loads.append(a) or 1 / 0)
+    return loads
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("notes.txt", "my notes", "notes.txt: a results table is a .jsonl or .csv file, not .txt"),
+        ("notes.jsonl", "my notes", "notes.jsonl:1: its last line 'my notes' is neither a JSON row"),
+        ("notes.csv", "run,metric,value\na,m,1\nmy own row,m,2",
+         "notes.csv:3: its last line 'my own row,m,2' (no final newline) may be a complete row"),
+    ],
+)  # fmt: skip
+def test_a_users_file_given_as_out_is_refused_untouched(checkpoint, tmp_path, task_dir, capsys,
+                                                          monkeypatch, name, content, why):  # fmt: skip
+    """The fault probe: --out notes.txt, a one-line file without final newline, had its notes
+    replaced by result rows ("ignoring a torn last line")."""
+    loads = no_loading(monkeypatch)
+    out = tmp_path / name
+    out.write_text(content)
+    assert main(quick_args(checkpoint, out, task_dir, flag="--model")) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out.parent}/{why}" in err and "refusing to " in err
+    assert out.read_text() == content and loads == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--limit", "0"], "limit (--limit) must be at least 1, got 0"),  # was: every question
+        (["--limit", "-2"], "limit (--limit) must be at least 1, got -2"),  # was: all but 2
+        (["--val-sequences", "0"], "val_sequences (--val-sequences) must be at least 1, got 0"),
+        (["--batch-tokens", "-1"], "max_batch_tokens (--batch-tokens) must be at least 1, got -1"),
+        (["--families", ""], "tasks but no metric family to compute"),  # was: nothing, exit 0
+        (["--losses", "=x.npy"], "held-out loss '=x.npy': expected a corpus, a file or key=source"),
+        (["--losses", "c4="], "held-out loss 'c4=': expected a corpus"),
+        (["--task-data", "/no/such/folder"], "task_data (--task-data) folder not found: /no/such"),
+        (["--lm-eval-tasks", "l2l_copa", "--lm-eval-include", "/no/such"],
+         "lm_eval_include (--lm-eval-include) folder not found: /no/such"),
+        (["--dtype", "int8"], "unknown dtype 'int8'; use float32, bfloat16 or float16"),
+        (["--device", "gpu"], "device 'gpu' is not usable here: Expected one of cpu, cuda"),
+        (["--tasks", "copa,arc"], "unknown task 'arc'; known tasks:"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_one_line_errors_before_any_model_is_loaded(
+    checkpoint, tmp_path, task_dir, capsys, monkeypatch, extra, why
+):
+    loads = no_loading(monkeypatch)
+    out = tmp_path / "r.jsonl"
+    assert main(quick_args(checkpoint, out, task_dir, *extra, flag="--model")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {why}") and "\n" not in err
+    assert loads == [] and not out.exists()
+
+
+def test_an_out_that_cannot_be_written_is_an_error_before_loading(checkpoint, tmp_path, task_dir,
+                                                                  capsys, monkeypatch):  # fmt: skip
+    """Was a traceback (IsADirectoryError, NotADirectoryError), once a model had been evaluated."""
+    loads = no_loading(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder.jsonl").mkdir()
+    for out, why in [(tmp_path / "folder.jsonl", "folder.jsonl is not a file"),
+                     (tmp_path / "afile" / "r.jsonl", "afile is not a folder")]:  # fmt: skip
+        assert main(quick_args(checkpoint, out, task_dir, flag="--model")) == 2
+        assert why in capsys.readouterr().err
+    assert loads == []
+
+
+def test_cuda_absent_is_an_error_not_a_traceback(checkpoint, tmp_path, task_dir, capsys,
+                                                  monkeypatch):  # fmt: skip
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    no_loading(monkeypatch)
+    assert main(quick_args(checkpoint, tmp_path / "r.jsonl", task_dir, "--device", "cuda",
+                           flag="--model")) == 2  # fmt: skip
+    assert "error: device 'cuda' is not usable here" in capsys.readouterr().err
+
+
+def test_a_short_held_out_split_is_reported_in_the_rows_unit(tmp_path, tokenizer, caplog):
+    """The probe saw a warning of "64 sequences" beside rows of n 8192 (tokens read). The warning
+    now gives sequences and tokens, and n is the predicted tokens the loss averages over."""
+    study = tmp_path / "study"
+    make_run(study, RUNS[0], tokenizer, shards=tmp_path / "shards")  # seq_len 32, 4 held out
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    out = tmp_path / "r.jsonl"
+    args = ["--study", str(study), "--losses", f"c4={corpus}", "--loss-tokens", "1024", "--out",
+            str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert (
+        "the held-out split has 4 sequences of 32 tokens, fewer than the 32 asked for (1024 tokens "
+        "// 32); the loss is over all of them: 124 predicted tokens (31 per sequence), the n of "
+        "its rows"
+    ) in caplog.text
+    rows = ResultsTable(out).rows
+    assert {r["metric"] for r in rows} >= {"eval/c4_val/CrossEntropyLoss", "val_loss"}
+    assert {r["n"] for r in rows} == {4 * 31}
+
+
+def test_broken_run_metadata_fails_its_run_and_the_sweep_goes_on(study, tmp_path, task_dir,
+                                                                 tokenizer, capsys):  # fmt: skip
+    """final.json and training_config.yaml are read for the run's columns and data settings: a bad
+    value is one FAILED line naming the file and field, never a traceback that stops the study,
+    nor a NaN or 'None' written into every row."""
+    broken = {
+        "L2L_c4_N1.0e05_D1.1e06_C1.0e12": ("[1, 2]", "final.json: expected a JSON object, got list"),
+        "L2L_c4_N1.0e05_D1.2e06_C1.0e12": ('{"N": "abc"}', "final.json: 'N' is 'abc', not a positive number"),
+        "L2L_c4_N1.0e05_D1.3e06_C1.0e12": ('{"N": NaN}', "final.json: 'N' is nan, not a positive number"),
+        "L2L_c4_N1.0e05_D1.4e06_C1.0e12": ('{"run": null, "D": -1}', "final.json: 'D' is -1"),
+        "L2L_c4_N1.0e05_D1.5e06_C1.0e12": ('{"run": ""}', "final.json: 'run' is '', not a name"),
+        "L2L_c4_N1.0e05_D1.6e06_C1.0e12": (b"\xff\xfe{}", "cannot read "),
+        # A copied final.json: the copy would have been taken as evaluated already.
+        RUNS[0] + "_copy": (json.dumps({"run": RUNS[0]}), f"its run name '{RUNS[0]}' is also that of"),
+    }  # fmt: skip
+    for name, (meta, _) in broken.items():
+        run = make_run(study, name, tokenizer)
+        (run / "final.json").write_bytes(meta if isinstance(meta, bytes) else meta.encode())
+    seq_len = make_run(study, "L2L_c4_N1.0e05_D1.7e06_C1.0e12", tokenizer)
+    (seq_len / "training_config.yaml").write_text(yaml.safe_dump({"data": {"seq_len": "abc"}}))
+    (study / "runs.json").write_text('{"not": "a plan"}')  # the plan only names unfinished runs
+    out = tmp_path / "r.jsonl"
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    assert main(quick_args(study, out, task_dir, "--losses", f"c4={corpus}", "--loss-tokens",
+                           "64")) == 1  # fmt: skip
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
+    for name, (_, why) in broken.items():
+        assert [line for line in failed if line.startswith(f"FAILED {name}: load: ")], name
+        assert any(line.startswith(f"FAILED {name}: ") and why in line for line in failed), name
+    assert any(
+        line.startswith(f"FAILED {seq_len.name}: held-out loss c4: ") and
+        "training_config.yaml: data.seq_len is 'abc', not a positive whole number" in line
+        for line in failed
+    )  # fmt: skip
+    rows = ResultsTable(out).rows
+    assert {r["run"] for r in rows} == {*RUNS, seq_len.name}  # its tasks are evaluated
+    assert all(isinstance(r["N"], float) and r["N"] == r["N"] for r in rows)
+
+
+def test_refused_checkpoints_and_ids_fail_their_run_in_one_line(study, tmp_path, task_dir,
+                                                                tokenizer, capsys, monkeypatch):  # fmt: skip
+    """modeling_l2l refuses pickled weights, configs that do not match the weights, and ids
+    outside the vocabulary: each is one FAILED line of its run, and the other runs are evaluated."""
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = make_run(study, "L2L_c4_N1.0e05_D1.1e06_C1.0e12", tokenizer)
+    weights = load_file(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    torch.save(weights, pickled / "pytorch_model.bin")
+    mismatch = make_run(study, "L2L_c4_N1.0e05_D1.2e06_C1.0e12", tokenizer)
+    config = json.loads((mismatch / "config.json").read_text())
+    (mismatch / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    small = make_run(study, "L2L_c4_N1.0e05_D1.3e06_C1.0e12", tokenizer)
+    real = runner.load_model
+
+    def load(model, **kwargs):
+        lm = real(model, **kwargs)
+        if model == str(small):  # a model whose vocabulary the tokenizer's ids overrun
+            lm.config.vocab_size = 50
+        return lm
+
+    monkeypatch.setattr(runner, "load_model", load)
+    out = tmp_path / "r.jsonl"
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    assert main(quick_args(study, out, task_dir, "--losses", f"c4={corpus}", "--loss-tokens",
+                           "64")) == 1  # fmt: skip
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
+    expected = [
+        (pickled.name, "load", "has no safetensors weights"),
+        (mismatch.name, "load", "the config does not match the weights"),
+        (small.name, "held-out loss c4", "are outside the vocabulary (vocab_size=50"),
+        (small.name, "task copa", "are outside the vocabulary (vocab_size=50"),
+    ]
+    for name, what, why in expected:
+        assert any(
+            line.startswith(f"FAILED {name}: {what}: ") and why in line for line in failed
+        ), (name, what)
+    assert len(failed) == len(expected)
+    assert {r["run"] for r in ResultsTable(out).rows} == set(RUNS)
+    monkeypatch.undo()
+    assert main(quick_args(pickled, tmp_path / "one.jsonl", task_dir, flag="--model")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot load a causal LM from") and "safetensors" in err[-1]
+
+
+def test_a_run_folder_given_as_study_is_an_error(tmp_path, task_dir, tokenizer, capsys):
+    """A study holds run folders; a run folder holds final.json. Given as --study, a run folder
+    used to evaluate nothing and exit 0 ("nothing evaluated")."""
+    run = make_run(tmp_path / "study", RUNS[0], tokenizer)
+    assert main(quick_args(run, tmp_path / "r.jsonl", task_dir)) == 2
+    assert f"error: {run} is a run folder (it holds final.json), not a study: use --model" in (
+        capsys.readouterr().err
+    )

