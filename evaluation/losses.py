@@ -191,8 +191,12 @@ def held_out_windows(
     data_dir: str = "~/.cache/l2l/data",
     val_sequences: int = 2048,
     build: bool = True,
+    text_field: str | None = None,
 ) -> np.ndarray:
     """The first ``n_tokens // seq_len`` held-out sequences of ``source``, shape [n, seq_len].
+
+    ``text_field``: the documents' field for a local JSON or Parquet corpus (the run's
+    ``data.text_field``); it is part of what keys the built split, as in training.
 
     ``source`` is a ``.npy`` token stream, or a corpus for ``training.data.load_validation_split``
     (a registered name such as ``fineweb-100b`` or ``c4``, or local text/JSONL/Parquet files)
@@ -224,6 +228,7 @@ def held_out_windows(
             seq_len=seq_len,
             val_sequences=val_sequences,
             build=build,
+            text_field=text_field,
         )
     except (OSError, ValueError, KeyError) as err:  # OSError: missing files, offline Hub
         raise HeldOutDataError(f"held-out split of {source!r}: {err}") from None

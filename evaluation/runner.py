@@ -215,6 +215,7 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
                 )
                 continue
             key, source = info.dataset, str(data.get("corpus") or info.dataset)
+        own_corpus = source == str(data.get("corpus") or info.dataset)
         names = loss_metric_names(key)
         if all(table.has(info.run, n) for n in names.values()):
             continue
@@ -226,6 +227,8 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
                 tokenizer=data.get("tokenizer") or tokenizer_name,
                 data_dir=cfg.data_dir or data.get("data_dir") or "~/.cache/l2l/data",
                 val_sequences=data_setting("val_sequences", cfg.val_sequences, lambda: 2048),
+                # The run's own corpus is read as training read it; other corpora by default.
+                text_field=data.get("text_field") if own_corpus else None,
             )
             result = held_out_loss(
                 lm,

@@ -462,3 +462,31 @@ def test_a_run_folder_given_as_study_is_an_error(tmp_path, task_dir, tokenizer, 
     assert f"error: {run} is a run folder (it holds final.json), not a study: use --model" in (
         capsys.readouterr().err
     )
+
+
+def test_the_own_corpus_is_read_with_the_runs_text_field(tmp_path, tokenizer, monkeypatch):
+    """A run trained on the ``content`` field of a local JSONL corpus is scored on the held-out
+    split of that field (training keys its shards by the field), not on a ``text`` default."""
+    import evaluation.runner as runner
+
+    corpus = tmp_path / "code.jsonl"
+    corpus.write_text("".join(json.dumps({"content": f"def f{i}(): return {i}"}) + "\n"
+                              for i in range(200)))
+    run = make_run(tmp_path / "study", "L2L_code_N1.0e05_D2.0e06_C1.2e12", tokenizer,
+                   corpus=corpus)
+    config = yaml.safe_load((run / "training_config.yaml").read_text())
+    config["data"]["text_field"] = "content"
+    (run / "training_config.yaml").write_text(yaml.safe_dump(config))
+    seen = []
+    real = runner.held_out_windows
+
+    def spy(source, **kwargs):
+        seen.append((source, kwargs.get("text_field")))
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(runner, "held_out_windows", spy)
+    assert main(["--model", str(run), "--losses", "own", "--loss-tokens", "64",
+                 "--out", str(tmp_path / "r.jsonl"), "--no-hub"]) == 0
+    assert seen == [(str(corpus), "content")]
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert "val_loss" in {row["metric"] for row in rows}
