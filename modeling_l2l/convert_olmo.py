@@ -17,9 +17,11 @@ Each run folder of ``KempnerInstituteAI/loss-to-loss`` holds ``config.json`` (th
 
 The config is validated against the architecture this package implements (every unsupported
 setting is reported at once), every tensor must be present with its shape and nothing else may be
-left over (never a silent random init), and the output folder is written atomically.
+left over (never a silent random init), and the output folder is written atomically. An existing
+destination is replaced only with ``--overwrite`` and only if it holds a previous conversion and
+nothing else; never the source or a folder containing it.
 
-Usage: ``python -m modeling_l2l.convert_olmo SRC DST``. Not imported by the modeling files, which
+Usage: ``python -m modeling_l2l.convert_olmo SRC DST [--overwrite]``. Not imported by the modeling files, which
 are copied beside the weights for remote code.
 """
 
@@ -27,19 +29,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
+# torch, safetensors and the model are imported by the functions that use them, so that `--help`
+# and a refused destination do not wait seconds for them.
+if TYPE_CHECKING:
+    import torch
 
-from .configuration_l2l import L2LConfig
-from .modeling_l2l import L2LForCausalLM
+    from .configuration_l2l import L2LConfig
+    from .modeling_l2l import L2LForCausalLM
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# What save_pretrained writes besides the Python files of this package (copied for remote code):
+# the only files that `overwrite` may delete.
+CONVERSION_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, "generation_config.json",
+                              "model.safetensors.index.json"})
+_WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 # OLMo ModelConfig settings this architecture fixes: field -> (allowed values, default when absent,
 # why). A value outside the allowed set cannot be represented by L2LForCausalLM.
@@ -78,6 +90,8 @@ def _require_int(olmo: dict, name: str, default: Any = None, problems: list[str]
 
 def l2l_config_from_olmo(olmo: dict) -> L2LConfig:
     """``L2LConfig`` equivalent to an OLMo ``ModelConfig`` dict, or ``OlmoCheckpointError``."""
+    from .configuration_l2l import L2LConfig
+
     if isinstance(olmo.get("model"), dict) and "d_model" in olmo["model"]:
         olmo = olmo["model"]  # a full OLMo TrainConfig: the model part is under "model"
     problems: list[str] = []
@@ -221,8 +235,15 @@ def olmo_to_l2l_state_dict(
 
 def load_olmo_checkpoint(src_dir: str | Path) -> L2LForCausalLM:
     """Build the converted model in memory from an OLMo-fork run folder (safetensors only)."""
+    import torch
+    from safetensors import safe_open
+
+    from .modeling_l2l import L2LForCausalLM
+
     src = Path(src_dir)
     config_path, weights_path = src / CONFIG_NAME, src / WEIGHTS_NAME
+    if src.exists() and not src.is_dir():
+        raise FileNotFoundError(f"OLMo checkpoint: {src} is a file, not a run folder")
     for path in (config_path, weights_path):
         if not path.is_file():
             present = sorted(p.name for p in src.iterdir()) if src.is_dir() else "no such folder"
@@ -233,6 +254,11 @@ def load_olmo_checkpoint(src_dir: str | Path) -> L2LForCausalLM:
         raise OlmoCheckpointError(f"{config_path} is not valid JSON: {error}") from error
     if not isinstance(olmo_config, dict):
         raise OlmoCheckpointError(f"{config_path} must hold a JSON object")
+    if olmo_config.get("model_type") == "l2l":  # else a list of every OLMo field it lacks
+        raise OlmoCheckpointError(
+            f"{src} is already a converted (transformers, model_type 'l2l') folder: load it with "
+            "from_pretrained, there is nothing to convert"
+        )
     config = l2l_config_from_olmo(olmo_config)
 
     try:
@@ -249,34 +275,115 @@ def load_olmo_checkpoint(src_dir: str | Path) -> L2LForCausalLM:
     return model.eval()
 
 
+def foreign_entries(folder: str | Path) -> list[str] | None:
+    """The entries of ``folder`` that a conversion did not write (sorted), or None when it holds
+    no conversion at all (no ``config.json`` with ``model_type`` "l2l", or no weights)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    names = {p.name for p in folder.iterdir()}
+    has_weights = WEIGHTS_NAME in names or "model.safetensors.index.json" in names
+    if not isinstance(config, dict) or config.get("model_type") != "l2l" or not has_weights:
+        return None
+    ours = {
+        name for name in names
+        if (folder / name).is_file() and not (folder / name).is_symlink()
+        and (name in CONVERSION_FILES or _WEIGHT_SHARD.fullmatch(name)
+             or (name.endswith(".py") and (_PACKAGE_DIR / name).is_file()))
+    }
+    return sorted(names - ours)
+
+
+def check_destination(
+    src_dir: str | Path, dst_dir: str | Path, *, overwrite: bool = False,
+    overwrite_hint: str = "pass overwrite=True",
+) -> None:
+    """Refuse (``FileExistsError``, naming what is there) a destination whose replacement would
+    lose data: the source itself or a folder that contains it (paths compared after resolving
+    symbolic links), an existing file, or a non-empty folder unless ``overwrite`` is set and the
+    folder holds a previous conversion and nothing else."""
+    src, dst = Path(src_dir), Path(dst_dir)
+    real_src, real_dst = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
+    if real_dst == real_src:
+        raise FileExistsError(f"destination {dst} is the source folder {src}; choose another one")
+    if real_dst in real_src.parents:
+        raise FileExistsError(
+            f"destination {dst} contains the source folder {src}; replacing it would delete the "
+            "source: choose another one"
+        )
+    if not os.path.lexists(dst):
+        return
+    if not dst.is_dir():
+        what = "a broken symbolic link" if not dst.exists() else "a file"
+        raise FileExistsError(f"destination {dst} exists and is {what}, not a folder; choose "
+                              "another one")
+    if not any(dst.iterdir()):
+        return
+    foreign = foreign_entries(dst)
+    if foreign is None:
+        held = sorted(p.name for p in dst.iterdir())
+        shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+        raise FileExistsError(
+            f"destination {dst} exists and is not empty, and is not a previous conversion (no "
+            f"config.json of model_type 'l2l' with {WEIGHTS_NAME}); it holds {shown}: choose "
+            "another one"
+        )
+    if foreign:
+        raise FileExistsError(
+            f"destination {dst} holds a previous conversion and files it did not write "
+            f"({', '.join(foreign)}); move them away or choose another one"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"destination {dst} exists and is not empty (a previous conversion); "
+            f"{overwrite_hint} to replace it"
+        )
+
+
 def convert_olmo_checkpoint(
     src_dir: str | Path, dst_dir: str | Path, *, overwrite: bool = False
 ) -> Path:
     """Convert an OLMo-fork run folder into a ``save_pretrained`` folder with identical logits.
 
     The folder is written next to ``dst_dir`` under a temporary name and renamed into place, so an
-    interrupted conversion never leaves a half-written model. Returns ``dst_dir``.
+    interrupted conversion never leaves a half-written model. ``overwrite`` replaces a previous
+    conversion only (``check_destination``): never the source, a folder holding it, a file, or a
+    folder with anything the converter did not write. Returns ``dst_dir``.
     """
-    dst = Path(dst_dir)
-    if dst.exists() and any(dst.iterdir()) and not overwrite:
-        raise FileExistsError(f"{dst} exists and is not empty (pass overwrite=True to replace it)")
+    check_destination(src_dir, dst_dir, overwrite=overwrite)
     model = load_olmo_checkpoint(src_dir)
+    # Work on the resolved path: a symbolic link to the output folder stays a link to it.
+    dst = Path(os.path.realpath(dst_dir))
     dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    # mkdir (not tempfile.mkdtemp, which makes it 0700) so the output gets the umask's mode.
+    staging = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp"
+    staging.mkdir()
     try:
         model.save_pretrained(staging)
-        if dst.exists() and overwrite:
-            shutil.rmtree(dst)
-        elif dst.exists() and not any(dst.iterdir()):
+        # Again: the folder may have changed while the model was loaded and written.
+        check_destination(src_dir, dst_dir, overwrite=overwrite)
+        if dst.is_dir() and not any(dst.iterdir()):
             dst.rmdir()
-        try:
-            staging.rename(dst)
-        except OSError as error:  # another writer finished first
-            raise FileExistsError(f"{dst} was written by another process meanwhile") from error
+        if dst.exists():  # a previous conversion, replaced only once the new one is complete
+            old = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.old"
+            dst.rename(old)
+            try:
+                staging.rename(dst)
+            except OSError:
+                old.rename(dst)
+                raise
+            shutil.rmtree(old)
+        else:
+            try:
+                staging.rename(dst)
+            except OSError as error:  # another writer finished first
+                raise FileExistsError(f"{dst} was written by another process meanwhile") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return dst
+    return Path(dst_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -287,15 +394,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("src", help="run folder holding the OLMo config.json and model.safetensors")
     parser.add_argument("dst", help="output folder (must be empty or absent)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dst folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous conversion in dst (never any other folder)")
     args = parser.parse_args(argv)
     try:
+        # first, with the flag's name, and before seconds of loading the checkpoint
+        check_destination(args.src, args.dst, overwrite=args.overwrite,
+                          overwrite_hint="pass --overwrite")
         dst = convert_olmo_checkpoint(args.src, args.dst, overwrite=args.overwrite)
-    except FileExistsError:
-        parser.exit(2, f"error: {args.dst} exists and is not empty; pass --overwrite to replace "
-                       "it\n")
-    except (FileNotFoundError, ValueError) as exc:  # each names the file or the tensors
+    except (OSError, ValueError) as exc:  # each names the file, the folder or the tensors
         parser.exit(2, f"error: {exc}\n")
+    from .configuration_l2l import L2LConfig
+
     config = L2LConfig.from_pretrained(dst)
     print(
         f"wrote {dst}: depth {config.num_hidden_layers}, width {config.hidden_size}, "

@@ -75,10 +75,12 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
                corpora: list[str] | None = None,
                formats: tuple[str, ...] | list[str] = ("csv", "json")) -> list[Path]:
     """Write the runs table, ``study.json`` and ``base_config.yaml`` into the study folder.
-    ``corpora``: the corpus arguments of the plan (registered names or local paths)."""
+    ``corpora``: the corpus arguments of the plan (registered names or local paths). The folder
+    must be new, empty or a study already (``check_study_destination``)."""
     from training.corpora import corpus_label
 
     study = Path(study_dir)
+    check_study_destination(study)
     study.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides or [])
     rows = [asdict(r) for r in runs]
@@ -110,22 +112,83 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
 
 
 def read_plan(study_dir: str | Path) -> list[PlannedRun]:
-    """The planned runs of a study folder (``runs.csv``, else ``runs.json``)."""
+    """The planned runs of a study folder (``runs.csv``, else ``runs.json``).
+
+    Raises ``FileNotFoundError`` when there is no such folder or no plan in it, ``ValueError``
+    (naming the file, the row and the column) when the table cannot be read."""
     study = Path(study_dir)
+    plan_it = f"plan one with `python -m training.sweep --grid ... --out {study}`"
+    if not study.exists():
+        raise FileNotFoundError(f"study folder {study} does not exist; {plan_it}")
+    if not study.is_dir():
+        raise FileNotFoundError(f"{study} is a file, not a study folder; a study is the folder "
+                                "written by `python -m training.sweep --out STUDY`")
     if (study / "runs.csv").is_file():
-        with open(study / "runs.csv", newline="") as handle:
+        source = study / "runs.csv"
+        with open(source, newline="") as handle:
             rows = list(csv.DictReader(handle))
     elif (study / "runs.json").is_file():
-        rows = json.loads((study / "runs.json").read_text())
+        source = study / "runs.json"
+        rows = _read_json(source)
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise ValueError(f"{source} must hold a JSON list of objects (one per run)")
     else:
-        raise FileNotFoundError(f"no runs.csv or runs.json in {study}; plan it with "
-                                "`python -m training.sweep --out STUDY`")
+        raise FileNotFoundError(f"no runs.csv or runs.json in {study}: not a study folder; "
+                                f"{plan_it}")
     types = {"N": int, "D": int, "C": float, "n_layers": int, "d_model": int, "steps": int,
              "tokens_per_param": float, "global_batch_size": int, "seq_len": int}
+    runs = []
+    for i, row in enumerate(rows, 1):
+        missing = [k for k in COLUMNS if k not in row]
+        if missing:
+            raise ValueError(f"{source}: the runs table lacks column(s) {', '.join(missing)}")
+        values = {}
+        for k in COLUMNS:
+            try:
+                values[k] = types.get(k, str)(row[k])
+            except (TypeError, ValueError):  # a short csv row reads as None
+                raise ValueError(f"{source}: run {i} ({row.get('run')}): column {k}: "
+                                 f"{row[k]!r} is not a valid {types.get(k, str).__name__}"
+                                 ) from None
+        runs.append(PlannedRun(**values))
+    return runs
+
+
+def is_study(study_dir: str | Path) -> bool:
+    """Whether a folder holds a plan written by the planner: ``study.json`` (a JSON object of the
+    planner's keys) or a runs table with the planner's columns (studies from before
+    ``study.json``)."""
+    study = Path(study_dir)
     try:
-        return [PlannedRun(**{k: types.get(k, str)(row[k]) for k in COLUMNS}) for row in rows]
-    except KeyError as exc:
-        raise ValueError(f"{study}: the runs table lacks column {exc}") from None
+        meta = json.loads((study / "study.json").read_text())
+        if isinstance(meta, dict) and {"preset", "config", "overrides"} <= meta.keys():
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(study / "runs.csv", newline="") as handle:
+            return tuple(next(csv.reader(handle), ())) == COLUMNS
+    except (OSError, ValueError):
+        return False
+
+
+def check_study_destination(study_dir: str | Path) -> None:
+    """Refuse (``FileExistsError``) to write a plan where it would overwrite or mix with files that
+    are not a study's: a path that is a file, or a folder that is neither empty nor a study.
+    Writing into an existing study re-plans it (its run folders are kept)."""
+    study = Path(study_dir)
+    if study.exists() and not study.is_dir():
+        raise FileExistsError(f"{study} is a file, not a study folder; choose a new folder")
+    if not study.is_dir() or is_study(study):
+        return
+    entries = sorted(p.name for p in study.iterdir())
+    if entries:
+        shown = ", ".join(entries[:8]) + (f" and {len(entries) - 8} more" if len(entries) > 8
+                                          else "")
+        raise FileExistsError(
+            f"{study} is not a study folder (no study.json or runs table of the planner) and "
+            f"holds {shown}; writing runs.csv, runs.json, study.json and base_config.yaml there "
+            "could overwrite those files: choose a new or empty folder")
 
 
 def is_finished(study_dir: str | Path, run: str) -> bool:
@@ -137,8 +200,10 @@ def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
     """The full training config of one planned run of the study."""
     study = Path(study_dir)
     meta_path = study / "study.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {
+    meta = _read_json(meta_path) if meta_path.is_file() else {
         "preset": None, "config": "base_config.yaml", "overrides": []}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} must hold a JSON object (preset, config, overrides)")
     config_path = str(study / meta["config"]) if meta.get("config") else None
     cfg = base_config(meta.get("preset"), config_path, meta.get("overrides", []), run.n_layers)
     cfg.model.n_layers = run.n_layers
@@ -152,6 +217,13 @@ def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
     cfg.run.name = run.run
     cfg.run.output_dir = str(study)
     return cfg.validate()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:  # its message names neither the file nor the study
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -20,17 +20,18 @@ is finished iff ``<study>/<run>/final.json`` exists; the summary counts only the
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from modeling_l2l import paper_param_count
-from modeling_l2l.run_names import format_run_name
 from training.config import PRESETS
-from training.corpora import PAPER_CORPORA, corpus_label
+from training.corpora import CORPORA, PAPER_CORPORA, CorpusError, corpus_label, resolve_corpus
 from training.study import (
     SIZE_DEPENDENT_PRESETS,
     PlannedRun,
     base_config,
+    check_study_destination,
     is_finished,
     write_plan,
 )
@@ -69,6 +70,11 @@ def plan_runs(
     floor(D / (batch x seq_len)), rounded down to a multiple of ``round_steps``;
     ``global_batch_size`` may be a function of the depth (OLMo-ladder scales it with N).
     """
+    # Here rather than at the top: the package imports torch and transformers (seconds), which
+    # `python -m training.sweep --help` and its argument errors must not wait for.
+    from modeling_l2l import paper_param_count
+    from modeling_l2l.run_names import format_run_name
+
     batch_for = global_batch_size if callable(global_batch_size) else (
         lambda n: global_batch_size)
     if (budgets is None) == (tokens_per_param is None):
@@ -200,13 +206,78 @@ def format_summary(summary: dict, runs: Sequence[PlannedRun], iso_flop: bool = T
 
 
 # -------------------------------------------------------------------------------- CLI
-def _peak_for(device: str) -> float:
+# The flags each grid reads; any other grid flag given would be ignored, so it is refused.
+GRID_FLAGS = {
+    "loss-to-loss": {"no_large"},
+    "ladder": {"depths", "multipliers"},
+    "overtrain": {"depths", "multipliers"},
+    "custom": {"depths", "budgets", "multipliers", "ratio_range"},
+}
+_GRID_FLAG_NAMES = {"depths": "--depths", "budgets": "--budgets", "multipliers": "--multipliers",
+                    "ratio_range": "--ratio-range", "no_large": "--no-large"}
+
+
+def check_corpora(corpora: Sequence[str]) -> None:
+    """Refuse (``CorpusError``) a corpus that is neither registered nor existing local files, and
+    two corpora that would go by the same label in run names, before anything is written."""
+    if not corpora:
+        raise CorpusError("--corpora: give at least one corpus")
+    labels: dict[str, str] = {}
+    for corpus in corpora:
+        try:
+            resolve_corpus(corpus)
+        except CorpusError as exc:
+            message = str(exc).removeprefix("data.corpus: ")
+            close = difflib.get_close_matches(corpus, CORPORA, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CorpusError(f"--corpora: {message}{hint}") from None
+        label = corpus_label(corpus)
+        if label in labels and labels[label] != corpus:
+            raise CorpusError(f"--corpora: {labels[label]!r} and {corpus!r} both go by "
+                              f"{label!r} in run names; rename one of them")
+        labels[label] = corpus
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, in words, or None: flags the grid would ignore,
+    missing flags, numbers out of range. Cheap: runs before the model code is imported."""
+    given = [name for name in _GRID_FLAG_NAMES if getattr(args, name)]
+    for name in given:
+        if name not in GRID_FLAGS[args.grid]:
+            hint = (" (it plans the paper's depths and budgets; for others use --grid custom "
+                    "--depths ... --budgets ... --ratio-range 2 200)"
+                    if args.grid == "loss-to-loss" else "")
+            return f"{_GRID_FLAG_NAMES[name]} is not used by --grid {args.grid}{hint}"
+    if args.grid != "loss-to-loss" and not args.depths:
+        return f"--depths is required for --grid {args.grid}"
+    if args.grid == "custom" and bool(args.budgets) == bool(args.multipliers):
+        return "--grid custom takes either --budgets (iso-FLOP) or --multipliers (D/N)"
+    if args.ratio_range and not args.budgets:
+        return "--ratio-range filters iso-FLOP pairs: it needs --budgets"
+    if any(n < 1 for n in args.depths or ()):
+        return f"--depths must be positive integers, got {args.depths}"
+    for flag, values in (("--budgets", args.budgets), ("--multipliers", args.multipliers)):
+        bad = [v for v in values or () if not (math.isfinite(v) and v > 0)]
+        if bad:
+            return f"{flag} must be positive finite numbers, got {bad}"
+    if args.ratio_range:
+        low, high = args.ratio_range
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+            return f"--ratio-range LOW HIGH needs 0 <= LOW < HIGH, got {low:g} {high:g}"
+    if args.round_steps < 1:
+        return f"--round-steps must be at least 1, got {args.round_steps}"
+    if not 0 < args.mfu <= 1:
+        return f"--mfu is a fraction of the peak in (0, 1], got {args.mfu:g}"
+    if args.peak_flops is not None and not (math.isfinite(args.peak_flops)
+                                            and args.peak_flops > 0):
+        return f"--peak-flops must be a positive number of FLOP/s, got {args.peak_flops:g}"
+    return None
+
+
+def _peak_for(device: str) -> float | None:
     from modeling_l2l import peak_flops_for_device
 
-    peak = peak_flops_for_device(device)
-    if peak is None:
-        raise SystemExit(f"unknown device {device!r}: pass --peak-flops")
-    return peak
+    return peak_flops_for_device(device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base training config (default: paper, tiny-cpu for --grid custom)")
     p.add_argument("--config", help="base training config YAML (instead of a preset)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
-    p.add_argument("--out", help="study folder to write runs.csv, runs.json, base_config.yaml")
+    p.add_argument("--out", help="study folder to write runs.csv, runs.json, base_config.yaml "
+                   "(new, empty, or a study to re-plan)")
     p.add_argument("--format", nargs="+", choices=["csv", "json"], default=["csv", "json"])
     p.add_argument("--mfu", type=float, default=0.4, help="assumed MFU for GPU-hours")
     p.add_argument("--device", default="H100", help="GPU name for the peak FLOP/s table")
@@ -240,19 +312,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> list[PlannedRun]:
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+
+    def fail(message: str):
+        parser.exit(2, f"error: {message}\n")
+
     # "--corpora a b key=value" swallows the overrides: anything with "=" is an override.
     args.overrides += [c for c in args.corpora if "=" in c]
     args.corpora = [c for c in args.corpora if "=" not in c]
+    # Everything that needs no model code is checked first, so that a mistake is reported in a
+    # second and nothing is written for a plan that would be refused.
+    problem = check_arguments(args)
+    if problem:
+        fail(problem)
+    try:
+        check_corpora(args.corpora)
+        if args.out:
+            check_study_destination(args.out)
+    except (CorpusError, FileExistsError) as exc:
+        fail(str(exc))
     preset = None if args.config else (args.preset or (
         "tiny-cpu" if args.grid == "custom" else "paper"))
     try:
         base = base_config(preset, args.config, args.overrides)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        fail(str(exc))
     if base.model.d_model is not None or base.model.n_heads is not None:
-        raise SystemExit("the planner sizes models by depth (width 64 n): unset model.d_model "
-                         "and model.n_heads in the base config")
+        fail("the planner sizes models by depth (width 64 n): unset model.d_model and "
+             "model.n_heads in the base config")
     if preset in SIZE_DEPENDENT_PRESETS:
         def batch_for(n: int) -> int:
             return base_config(preset, None, args.overrides, n).batch.global_batch_size
@@ -265,20 +353,30 @@ def main(argv: list[str] | None = None) -> list[PlannedRun]:
         if args.grid == "loss-to-loss":
             runs = loss_to_loss_grid(args.corpora, include_large=not args.no_large, **common)
         elif args.grid == "ladder":
-            runs = ladder_grid(_need(args.depths, "--depths"), args.corpora,
+            runs = ladder_grid(args.depths, args.corpora,
                                args.multipliers or LADDER_MULTIPLIERS, **common)
         elif args.grid == "overtrain":
-            runs = overtraining_grid(_need(args.depths, "--depths"), args.corpora,
+            runs = overtraining_grid(args.depths, args.corpora,
                                      args.multipliers or GADRE_MULTIPLIERS, **common)
         else:
-            runs = plan_runs(_need(args.depths, "--depths"), args.corpora, budgets=args.budgets,
+            runs = plan_runs(args.depths, args.corpora, budgets=args.budgets,
                              tokens_per_param=args.multipliers, ratio_range=ratio, **common)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        fail(str(exc))
+    if not runs:  # an empty study would launch nothing and say nothing about why
+        window = f"{ratio[0]:g} < D/N < {ratio[1]:g}" if ratio else "the grid's D/N window"
+        fail(f"no (depth, budget) pair has {window}: widen --ratio-range or change --depths / "
+             "--budgets")
     peak = args.peak_flops or _peak_for(args.device)
+    if peak is None:
+        fail(f"unknown device {args.device!r}: pass --peak-flops")
     if args.out:
-        written = write_plan(runs, args.out, preset=preset, config_path=args.config,
-                             overrides=args.overrides, corpora=args.corpora, formats=args.format)
+        try:
+            written = write_plan(runs, args.out, preset=preset, config_path=args.config,
+                                 overrides=args.overrides, corpora=args.corpora,
+                                 formats=args.format)
+        except OSError as exc:  # e.g. a read-only or vanished folder; the message names it
+            fail(str(exc))
         for path in written:
             print(f"wrote {path}")
     summary = summarize(runs, study_dir=args.out, mfu=args.mfu, peak_flops=peak,
@@ -287,12 +385,6 @@ def main(argv: list[str] | None = None) -> list[PlannedRun]:
     iso_flop = args.grid == "loss-to-loss" or (args.grid == "custom" and bool(args.budgets))
     print(format_summary(summary, runs, iso_flop=iso_flop))
     return runs
-
-
-def _need(value, flag: str):
-    if not value:
-        raise SystemExit(f"{flag} is required for this grid")
-    return value
 
 
 if __name__ == "__main__":

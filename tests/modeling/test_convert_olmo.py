@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -45,7 +50,7 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(src), str(tmp_path / "hf")])
     assert exit_info.value.code == 2
-    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert "(a previous conversion); pass --overwrite to replace it" in capsys.readouterr().err
     main([str(src), str(tmp_path / "hf"), "--overwrite"])
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nowhere"), str(tmp_path / "other")])
@@ -132,3 +137,132 @@ def test_full_train_config_is_accepted(tmp_path):
     config = {"run_name": "x", "model": olmo_model_config()}
     src = write_olmo_checkpoint(tmp_path / "olmo", config, random_olmo_tensors(olmo_model_config()))
     assert (convert_olmo_checkpoint(src, tmp_path / "hf") / "config.json").is_file()
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes: what a refused command must leave untouched."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_destination_that_is_or_contains_the_source_is_refused(tmp_path, capsys):
+    """--overwrite with DST = SRC replaced the source by its conversion; with DST = SRC's parent
+    it deleted the parent, the source and the other results in it."""
+    parent = tmp_path / "results"
+    src = write_olmo_checkpoint(parent / "olmo")
+    (parent / "other_run.csv").write_text("keep me\n")
+    (tmp_path / "link_to_parent").symlink_to(parent)
+    (tmp_path / "link_to_src").symlink_to(src)
+    before = _snapshot(parent)
+    for dst, words in ((src, "is the source folder"), (parent, "contains the source folder"),
+                       (tmp_path / "link_to_src", "is the source folder"),
+                       (tmp_path / "link_to_parent", "contains the source folder"),
+                       (tmp_path, "contains the source folder")):
+        for flags in ([], ["--overwrite"]):
+            assert words in _refused(capsys, [str(src), str(dst), *flags])
+        with pytest.raises(FileExistsError, match=words):
+            convert_olmo_checkpoint(src, dst, overwrite=True)
+    assert _snapshot(parent) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "link_to_parent", "link_to_src", "results"]
+
+
+def test_destination_file_is_a_one_line_error_and_untouched(tmp_path, capsys):
+    """It was a NotADirectoryError traceback."""
+    src = write_olmo_checkpoint(tmp_path / "olmo")
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes\n")
+    for flags in ([], ["--overwrite"]):
+        assert "notes.txt exists and is a file, not a folder" in _refused(
+            capsys, [str(src), str(target), *flags])
+    assert target.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "olmo"]
+
+
+def test_overwrite_replaces_only_a_previous_conversion(tmp_path, capsys):
+    src = write_olmo_checkpoint(tmp_path / "olmo", tensors=random_olmo_tensors(
+        olmo_model_config(), seed=1))
+    # a folder of other things: refused even with --overwrite, and what it holds is named
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "llama"}')
+    (other / "model.safetensors").write_bytes(b"not ours")
+    err = _refused(capsys, [str(src), str(other), "--overwrite"])
+    assert "is not a previous conversion" in err and "config.json, model.safetensors" in err
+    assert (other / "model.safetensors").read_bytes() == b"not ours"
+
+    dst = tmp_path / "hf"
+    main([str(src), str(dst)])
+    capsys.readouterr()
+    # what the user put into a converted folder is not the converter's to delete
+    (dst / "tokenizer.json").write_text("{}")
+    err = _refused(capsys, [str(src), str(dst), "--overwrite"])
+    assert "files it did not write (tokenizer.json)" in err
+    (dst / "tokenizer.json").unlink()
+
+    first = L2LForCausalLM.from_pretrained(dst).lm_head.weight.clone()
+    newer = write_olmo_checkpoint(tmp_path / "olmo2", tensors=random_olmo_tensors(
+        olmo_model_config(), seed=2))
+    main([str(newer), str(dst), "--overwrite"])
+    replaced = L2LForCausalLM.from_pretrained(dst).lm_head.weight
+    assert torch.equal(replaced, random_olmo_tensors(olmo_model_config(), seed=2)[
+        "transformer.ff_out_last.weight"])
+    assert not torch.equal(replaced, first)
+    # no staging or replaced folder is left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "olmo", "olmo2", "other"]
+
+
+def test_output_folder_has_the_umask_mode(tmp_path):
+    """tempfile.mkdtemp made the converted folder 0700: unreadable to the rest of a group."""
+    src = write_olmo_checkpoint(tmp_path / "olmo")
+    umask = os.umask(0o022)
+    try:
+        dst = convert_olmo_checkpoint(src, tmp_path / "hf")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o755
+
+
+def test_converted_or_misplaced_source_is_named(tmp_path, capsys):
+    src = write_olmo_checkpoint(tmp_path / "olmo")
+    dst = convert_olmo_checkpoint(src, tmp_path / "hf")
+    capsys.readouterr()  # save_pretrained's progress bar
+    # it listed every OLMo field a transformers config lacks
+    assert "already a converted" in _refused(capsys, [str(dst), str(tmp_path / "again")])
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a run folder" in _refused(
+        capsys, [str(tmp_path / "file"), str(tmp_path / "out")])
+
+
+def test_module_needs_no_torch_for_help_or_a_refused_destination(tmp_path):
+    """The package __init__ imports torch to register the Auto classes; this module itself must
+    not, so that `--help` and argument errors are instant once the package allows it."""
+    import modeling_l2l.convert_olmo as convert
+
+    src = write_olmo_checkpoint(tmp_path / "olmo")
+    (tmp_path / "file").write_text("x")
+    code = (
+        "import sys, types\n"
+        "package = types.ModuleType('modeling_l2l')\n"  # the package without its __init__
+        f"package.__path__ = [{os.path.dirname(convert.__file__)!r}]\n"
+        "sys.modules['modeling_l2l'] = package\n"
+        "sys.modules['torch'] = sys.modules['transformers'] = sys.modules['safetensors'] = None\n"
+        "from modeling_l2l.convert_olmo import main\n"
+        "for argv in (['--help'], [sys.argv[1], sys.argv[2]]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        print('exit', exit.code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "file")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["exit 0", "exit 2"], out.stdout
+    assert "is a file, not a folder" in out.stderr

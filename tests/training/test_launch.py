@@ -202,3 +202,84 @@ def test_multi_node_command_reaches_torchrun_as_a_c10d_rendezvous(name, monkeypa
     wrap = fsdp2_prepare_auto_wrap_policy(plugin, model)
     units = [type(m).__name__ for m in model.modules() if wrap(m)]
     assert units == ["L2LDecoderLayer", "L2LDecoderLayer"]  # one FSDP unit per block
+
+
+def refused(capsys, argv, start="error: "):
+    """The error of a refused command (exit status 2, no traceback): its last line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.splitlines()[-1].startswith(start) and "Traceback" not in err, err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("mode", [["--local"], ["--local", "--dry-run"], ["--slurm"],
+                                  ["--slurm", "--dry-run"]])
+def test_a_folder_that_is_not_a_study_is_a_one_line_error(tmp_path, mode, monkeypatch, capsys):
+    """A missing study was a FileNotFoundError traceback for STUDY/configs; a file, a
+    NotADirectoryError; a folder without a plan got a configs/ folder before the error."""
+    bin_dir = tmp_path / "bin"  # an sbatch, so that --slurm reaches the study
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    missing = tmp_path / "missing_study"
+    err = refused(capsys, [str(missing), *mode])
+    assert f"study folder {missing} does not exist" in err
+    assert f"python -m training.sweep --grid ... --out {missing}" in err
+    assert not missing.exists()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    assert "notes.txt is a file, not a study folder" in refused(
+        capsys, [str(tmp_path / "notes.txt"), *mode])
+    other = tmp_path / "other"
+    other.mkdir()
+    assert "no runs.csv or runs.json in" in refused(capsys, [str(other), *mode])
+    assert list(other.iterdir()) == []
+
+
+def test_unknown_runs_in_only_are_refused(tmp_path, tokenizer_dir, data_dir, capsys):
+    """--only with a misspelt run launched nothing and said "0 to run"."""
+    study = tmp_path / "study"
+    runs = plan_tiny_study(study, tokenizer_dir, data_dir)
+    typo = runs[0].run.replace("L2L_", "L2L-")
+    err = refused(capsys, [str(study), "--local", "--dry-run", "--only", typo])
+    assert f"1 run(s) not planned in {study}: {typo} (did you mean {runs[0].run}?)" in err
+    assert not (study / "configs").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    # flags the mode would have ignored
+    (["--local", "--max-parallel", "4"], "--max-parallel is not used with --local"),
+    (["--local", "--sbatch-args=--partition=gpu"], "--sbatch-args is not used with --local"),
+    (["--slurm", "--dry-run", "--num-processes", "4"], "--num-processes is not used with --slurm"),
+    (["--local", "--num-processes", "4"], "--num-processes needs --accelerate-config"),
+    # "%0" went to sbatch as no limit at all
+    (["--slurm", "--dry-run", "--max-parallel", "0"], "--max-parallel must be at least 1, got 0"),
+    (["--slurm", "--dry-run", "--sbatch-args=--comment='a"], "No closing quotation"),
+])
+def test_flags_the_mode_ignores_or_cannot_use_are_refused(tmp_path, argv, message, capsys):
+    # checked before the study is read: the folder does not have to exist
+    err = refused(capsys, [str(tmp_path / "study"), *argv], start="python -m training.launch")
+    assert message in err
+
+
+def test_bad_overrides_and_files_are_one_line_errors(tmp_path, tokenizer_dir, data_dir, capsys):
+    """Each was a traceback (ConfigError, FileNotFoundError, JSONDecodeError) or, for a bad value
+    in runs.csv, went unnoticed until the run's config."""
+    study = tmp_path / "study"
+    runs = plan_tiny_study(study, tokenizer_dir, data_dir)
+    assert "optim.nope: unknown field" in refused(
+        capsys, [str(study), "--local", "--dry-run", "optim.nope=1"])
+    assert not (study / "configs").exists()  # no config is written for a bad override
+    assert "no accelerate config 'nope'" in refused(
+        capsys, [str(study), "--local", "--dry-run", "--accelerate-config", "nope"])
+    plan_json = (study / "study.json").read_text()
+    (study / "study.json").write_text("{")
+    assert f"{study / 'study.json'} is not valid JSON" in refused(
+        capsys, [str(study), "--local", "--dry-run"])
+    (study / "study.json").write_text(plan_json)
+    table = (study / "runs.csv").read_text()
+    (study / "runs.csv").write_text(table.replace(f",{runs[1].steps},", ",many,"))
+    assert f"run 2 ({runs[1].run}): column steps: 'many' is not a valid int" in refused(
+        capsys, [str(study), "--local", "--dry-run"])

@@ -194,3 +194,93 @@ def test_the_release_is_the_planned_grid_launched_as_job_arrays():
     planned = {(r.dataset, round(r.C, -14), r.n_layers) for r in plan}
     assert launched <= planned and len(planned - launched) == 41
     assert {d for d, _, _ in planned - launched} == set(corpora)  # scattered, not a filter
+
+
+TINY = ["--grid", "custom", "--depths", "1", "--multipliers", "20", "--corpora", "python-stdlib",
+        "model.vocab_size=384", "data.seq_len=32", "batch.global_batch_size=8",
+        "batch.micro_batch_size=4"]
+
+
+def refused(capsys, argv):
+    """The one-line error of a refused command line (exit status 2, no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_unknown_corpus_is_refused_before_anything_is_written(tmp_path, capsys):
+    """It planned (and wrote) a study of a corpus that does not exist; training failed later."""
+    study = tmp_path / "study"
+    err = refused(capsys, [*TINY, "--corpora", "pyhton-stdlib", "--out", str(study)])
+    assert "'pyhton-stdlib' is neither a registered corpus" in err
+    assert "fineweb-100b" in err and "did you mean 'python-stdlib'?" in err
+    assert not study.exists()
+    # two local folders named alike would share run names (and one path in study.json)
+    for name in ("a", "b"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "docs.jsonl").write_text('{"text": "hello"}\n')
+    err = refused(capsys, [*TINY, "--corpora", str(tmp_path / "a" / "data"),
+                           str(tmp_path / "b" / "data"), "--out", str(study)])
+    assert "both go by 'data' in run names" in err
+    assert not study.exists()
+
+
+def test_out_must_be_a_new_or_empty_folder_or_a_study(tmp_path, capsys):
+    """--out onto a file was a FileExistsError traceback; onto a folder of other things it wrote
+    (and replaced) runs.csv, runs.json, study.json and base_config.yaml among them."""
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    assert "notes.txt is a file, not a study folder" in refused(
+        capsys, [*TINY, "--out", str(target)])
+    assert target.read_text() == "mine\n"
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "runs.csv").write_text("model,loss\na,1.0\n")
+    (other / "paper.tex").write_text("draft")
+    err = refused(capsys, [*TINY, "--out", str(other)])
+    assert "results is not a study folder" in err and "paper.tex, runs.csv" in err
+    assert sorted(p.name for p in other.iterdir()) == ["paper.tex", "runs.csv"]
+    assert (other / "runs.csv").read_text() == "model,loss\na,1.0\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    main([*TINY, "--out", str(empty)])  # a new study in an empty folder
+    main([*TINY, "--multipliers", "40", "--out", str(empty)])  # re-planning a study
+    assert [r.tokens_per_param for r in read_plan(empty)] == [40]
+
+
+@pytest.mark.parametrize("argv, message", [
+    # flags the grid would have ignored: the default grid planned all 576 runs of the paper
+    (["--depths", "2"], "--depths is not used by --grid loss-to-loss"),
+    (["--grid", "ladder", "--depths", "2", "--budgets", "1e18"],
+     "--budgets is not used by --grid ladder"),
+    (["--grid", "overtrain", "--depths", "2", "--no-large"],
+     "--no-large is not used by --grid overtrain"),
+    ([*TINY, "--ratio-range", "1", "9"], "--ratio-range filters iso-FLOP pairs"),
+    (["--grid", "ladder"], "--depths is required for --grid ladder"),
+    # numbers out of range: ZeroDivisionError tracebacks, or a sum that means nothing
+    ([*TINY, "--round-steps", "0"], "--round-steps must be at least 1, got 0"),
+    ([*TINY, "--mfu", "0"], "--mfu is a fraction of the peak in (0, 1], got 0"),
+    ([*TINY, "--peak-flops", "0"], "--peak-flops must be a positive number"),
+    ([*TINY, "--multipliers", "nan"], "--multipliers must be positive finite numbers"),
+    (["--grid", "custom", "--depths", "1", "--budgets=-1e12"],
+     "--budgets must be positive finite numbers, got [-1000000000000.0]"),
+    (["--grid", "custom", "--depths", "1", "--budgets", "1e12", "--ratio-range", "200", "2"],
+     "--ratio-range LOW HIGH needs 0 <= LOW < HIGH, got 200 2"),
+    # bad values that were already caught, now in the CLIs' one form
+    ([*TINY, "model.nope=1"], "model.nope: unknown field"),
+    ([*TINY, "--device", "Z80"], "unknown device 'Z80': pass --peak-flops"),
+])
+def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
+    assert message in refused(capsys, argv)
+
+
+def test_a_plan_without_runs_is_refused(tmp_path, capsys):
+    """A D/N window that keeps no pair wrote an empty study that launched nothing."""
+    study = tmp_path / "study"
+    err = refused(capsys, ["--grid", "custom", "--depths", "1", "--budgets", "1e12",
+                           "--ratio-range", "2", "3", "--corpora", "python-stdlib",
+                           "model.vocab_size=384", "--out", str(study)])
+    assert "no (depth, budget) pair has 2 < D/N < 3" in err
+    assert not study.exists()

@@ -15,6 +15,7 @@ skipped.
 from __future__ import annotations
 
 import argparse
+import difflib
 import shlex
 import shutil
 import subprocess
@@ -41,17 +42,28 @@ def accelerate_config(name: str) -> Path:
 
 def write_run_configs(study_dir: str | Path, overrides: list[str] | None = None,
                       only: list[str] | None = None) -> list[tuple[PlannedRun, Path]]:
-    """Write the config of every unfinished (selected) run; return (run, config path) pairs."""
+    """Write the config of every unfinished (selected) run; return (run, config path) pairs.
+
+    Raises ``FileNotFoundError`` for a folder that is not a study, ``ValueError`` for a run in
+    ``only`` that the study does not plan or an override that does not apply; in both cases
+    before anything is written."""
     study = Path(study_dir)
+    plan = read_plan(study)  # first: refuse a folder that is not a study before writing in it
+    unknown = [name for name in only or () if name not in {run.run for run in plan}]
+    if unknown:
+        names = [run.run for run in plan]
+        close = {name: difflib.get_close_matches(name, names, n=1) for name in unknown}
+        shown = ", ".join(f"{name} (did you mean {close[name][0]}?)" if close[name] else name
+                          for name in unknown)
+        raise ValueError(f"--only: {len(unknown)} run(s) not planned in {study}: {shown}")
+    # Every config is built before the first is written, so a bad override writes none.
+    configs = [(run, run_config(study, run).with_overrides(overrides or []).validate())
+               for run in plan
+               if (not only or run.run in only) and not is_finished(study, run.run)]
     out = study / "configs"
     out.mkdir(exist_ok=True)
     todo = []
-    for run in read_plan(study):
-        if only and run.run not in only:
-            continue
-        if is_finished(study, run.run):
-            continue
-        cfg = run_config(study, run).with_overrides(overrides or []).validate()
+    for run, cfg in configs:
         path = out / f"{run.run}.yaml"
         cfg.to_yaml(path)
         todo.append((run, path.resolve()))
@@ -120,16 +132,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> str | None:
+    """A flag that this mode would ignore or a count out of range, in words, or None."""
+    mode = "--local" if args.local else "--slurm"
+    ignored = {"--local": [("--max-parallel", args.max_parallel is not None),
+                           ("--sbatch-args", bool(args.sbatch_args))],
+               "--slurm": [("--num-processes", args.num_processes is not None)]}[mode]
+    for flag, given in ignored:
+        if given:
+            return f"{flag} is not used with {mode}"
+    if args.num_processes is not None and args.accelerate_config is None:
+        return "--num-processes needs --accelerate-config (plain python -m training is one process)"
+    for flag, value in (("--num-processes", args.num_processes),
+                        ("--max-parallel", args.max_parallel)):
+        if value is not None and value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
+    problem = check_flags(args)
+    if problem:
+        parser.error(problem)
+    try:
+        sbatch_args = shlex.split(args.sbatch_args)
+    except ValueError as exc:  # "No closing quotation"
+        parser.error(f"--sbatch-args {args.sbatch_args!r}: {exc}")
     if args.slurm and not args.dry_run and shutil.which("sbatch") is None:
         # before writing hundreds of configs that could not be submitted
         parser.error("--slurm: sbatch is not on PATH (no slurm here); add --dry-run to write "
                      "the configs and print the sbatch command, or train here with --local")
-    accel = accelerate_config(args.accelerate_config) if args.accelerate_config else None
-    todo = write_run_configs(args.study, args.overrides, args.only)
-    planned = len(read_plan(args.study))
+    try:
+        accel = accelerate_config(args.accelerate_config) if args.accelerate_config else None
+        todo = write_run_configs(args.study, args.overrides, args.only)
+        planned = len(read_plan(args.study))
+    except (OSError, ValueError) as exc:  # not a study, a bad override or file: named in exc
+        parser.exit(2, f"error: {exc}\n")
     print(f"{args.study}: {planned} planned, {planned - len(todo) if not args.only else '-'} "
           f"finished, {len(todo)} to run")
     if not todo:
@@ -141,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     (Path(args.study) / "slurm").mkdir(exist_ok=True)
-    cmd = slurm_submission(args.study, todo, shlex.split(args.sbatch_args), args.max_parallel,
-                           accel)
+    cmd = slurm_submission(args.study, todo, sbatch_args, args.max_parallel, accel)
     print(shlex.join(cmd))
     if args.dry_run:
         return 0
