@@ -92,9 +92,17 @@ def bootstrap(
                     batch = batch[: error.index] + batch[error.index + 1 :]
                     continue
                 for i, theta, report in zip(batch, thetas, reports, strict=True):
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        params = {**spec.from_theta(theta), **fixed}
+                    values = [params[p] for p in spec.params]
+                    if not np.all(np.isfinite(values)):
+                        # A log-space parameter that ran off to overflow (A = inf on a
+                        # resample that wants ever steeper alpha): a failed refit, whose NaN
+                        # predictions would otherwise make every interval's bound NaN.
+                        failures.append(f"resample {i}: non-finite parameters {params}")
+                        continue
                     unconverged += not report["success"]
-                    params = {**spec.from_theta(theta), **fixed}
-                    fitted[i] = [params[p] for p in spec.params]
+                    fitted[i] = values
                 break
             bar.update(size)
     samples = [fitted[i] for i in sorted(fitted)]
