@@ -6,9 +6,10 @@ streaming the Hub dataset through ``datasets.load_dataset(..., streaming=True)``
 ``data_files`` patterns, so the same code path reads a local mirror of the Hub repositories
 (``hub_mirror/<owner>/<name>/...``, e.g. on a cluster without internet) or local files.
 
-Two corpora are built from files that every Python installation has, so that everything runs
-offline: ``python-stdlib`` (the standard library's ``.py`` sources) and ``python-docstrings``
-(the docstrings of those modules, English prose about code).
+Three corpora are built from files that every Python installation has, so that everything runs
+offline: ``python-stdlib`` (the standard library's ``.py`` sources: code), ``python-docstrings``
+(the docstrings of those modules) and ``python-prose`` (their docstrings and comments, and
+pydoc's help topics: English prose, the second corpus of the offline loss-to-loss study).
 
 Any other corpus is a path: a file, a folder, or a glob of ``.txt`` (one document per file),
 ``.jsonl``/``.json`` (one document per line, ``text`` field) or ``.parquet`` files. A long text
@@ -132,6 +133,12 @@ CORPORA: dict[str, CorpusSpec] = {
             (SourcePart(path="python-docstrings"),),
             description="Docstrings of the standard library's modules, classes, functions",
         ),
+        CorpusSpec(
+            "python-prose",
+            (SourcePart(path="python-prose"),),
+            description="English prose that ships with Python: each standard-library module's "
+            "docstrings and comments, and the help topics of pydoc_data.topics (offline)",
+        ),
     ]
 }
 
@@ -154,6 +161,7 @@ _LOCAL_BUILDERS = {
     ".zst": "json",
 }
 _LOCAL_BUILDER_NAMES = frozenset(_LOCAL_BUILDERS.values())
+_OFFLINE_SOURCES = ("python-stdlib", "python-docstrings", "python-prose")
 
 
 def resolve_corpus(corpus: str) -> CorpusSpec:
@@ -212,7 +220,7 @@ def source_fingerprint(spec: CorpusSpec, text_field: str | None = None) -> dict:
     content: dict = {"text_field": text_field or spec.text_field, "parts": []}
     files: list[dict] = []
     for part in spec.parts:
-        if part.path in ("python-stdlib", "python-docstrings"):
+        if part.path in _OFFLINE_SOURCES:
             root = Path(sysconfig.get_paths()["stdlib"])
             listing = hashlib.sha256()
             for path in stdlib_files():
@@ -352,6 +360,8 @@ def _part_stream(part: SourcePart, hub_mirror: str | None) -> datasets.IterableD
         return datasets.IterableDataset.from_generator(_stdlib_sources)
     if part.path == "python-docstrings":
         return datasets.IterableDataset.from_generator(_stdlib_docstrings)
+    if part.path == "python-prose":
+        return datasets.IterableDataset.from_generator(_stdlib_prose)
     path = part.path
     if hub_mirror and "/" in path and not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(hub_mirror), path)
@@ -408,19 +418,62 @@ def _stdlib_sources() -> Iterator[dict]:
 def _stdlib_docstrings() -> Iterator[dict]:
     for path in stdlib_files():
         text = _read(path)
+        for body in _docstrings_of(text) if text else ():
+            yield {"text": body}
+
+def _comments(text: str) -> str:
+    """The comment lines of a module's source, without their ``#``, as paragraphs."""
+    paragraphs, current = [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not stripped.startswith("#!"):
+            words = stripped.lstrip("#").strip()
+            if words:
+                current.append(words)
+                continue
+        if current:
+            paragraphs.append(" ".join(current))
+            current = []
+    if current:
+        paragraphs.append(" ".join(current))
+    # Short comments are mostly lint markers and to-do tags; keep sentences.
+    return "\n\n".join(p for p in paragraphs if len(p) > 40)
+
+
+def _stdlib_prose() -> Iterator[dict]:
+    """One document per module (its docstrings, then its comments), then one per help topic."""
+    for document in _stdlib_docstrings_and_comments():
+        yield {"text": document}
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics, key=lambda t: hashlib.sha1(t.encode()).hexdigest()):
+        if topics[name].strip():
+            yield {"text": topics[name].strip()}
+
+
+def _stdlib_docstrings_and_comments() -> Iterator[str]:
+    for path in stdlib_files():
+        text = _read(path)
         if not text:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences in old test files
-            try:
-                tree = ast.parse(text)
-            except (SyntaxError, ValueError):
-                continue  # e.g. lib2to3's deliberately broken test data
-        nodes = [tree] + [
-            n for n in ast.walk(tree)
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        ]
-        docs = [ast.get_docstring(n) for n in nodes]
-        body = "\n\n".join(d for d in docs if d and len(d) > 40)
+        docs = next(iter(_docstrings_of(text)), "")
+        body = "\n\n".join(part for part in (docs, _comments(text)) if part)
         if body:
-            yield {"text": body}
+            yield body
+
+
+def _docstrings_of(text: str) -> Iterator[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            return
+    nodes = [tree] + [
+        n for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    ]
+    docs = [ast.get_docstring(n) for n in nodes]
+    body = "\n\n".join(d for d in docs if d and len(d) > 40)
+    if body:
+        yield body

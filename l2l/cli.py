@@ -1,0 +1,271 @@
+"""The ``l2l`` command: one study folder from grid to prediction to Hub release.
+
+    l2l study --preset tiny                  plan, train, evaluate, fit, report, release folder
+    l2l plan --preset tiny --out studies/tiny
+    l2l train | eval | fit | predict | report STUDY
+    l2l release STUDY [--repo-id ORG/NAME] [--dry-run]
+    l2l sweep | launch | reproduce | backtest | convert ...   the package's other tools
+
+Each stage reads and writes the study folder and resumes where it stopped: finished runs are not
+trained again, metrics already in the results table are not computed again. Imports stay inside
+the commands so that every ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Tools of the four packages reachable from here: name -> (module, what it does).
+PASSTHROUGH = {
+    "sweep": ("training.sweep", "plan a scaling study (python -m training.sweep)"),
+    "launch": ("training.launch", "train a study here or under slurm (python -m training.launch)"),
+    "reproduce": ("analysis.reproduce.__main__",
+                  "the papers' tables from their data (python -m analysis.reproduce)"),
+    "backtest": ("analysis.backtest", "predict each study's largest runs (python -m analysis.backtest)"),
+    "convert": ("modeling_l2l.convert_olmo",
+                "convert a released OLMo-fork checkpoint (python -m modeling_l2l.convert_olmo)"),
+}
+STAGES = ("plan", "train", "eval", "fit", "report", "release")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from l2l.presets import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="l2l", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    presets = ", ".join(f"{name} ({p.description.split(':')[0].split(';')[0]})"
+                        for name, p in PRESETS.items())
+
+    def study_arg(sub):
+        sub.add_argument("study", type=Path, help="the study folder")
+
+    study = commands.add_parser("study", help="run a whole study, resuming where it stopped",
+                                description="Plan, train, evaluate, fit, report and lay out the "
+                                "release of one study. Presets: " + presets)
+    study.add_argument("--preset", required=True, help="one of: " + ", ".join(PRESETS))
+    study.add_argument("--out", type=Path, default=None, help="study folder (default studies/PRESET)")
+    _launch_options(study)
+    study.add_argument("--task-data", default=None, help="folder of local task files")
+    study.add_argument("--stop-after", choices=STAGES, default=None,
+                       help="stop after this stage (default: all of them)")
+
+    plan = commands.add_parser("plan", help="write a study folder from a preset")
+    plan.add_argument("--preset", required=True, help="one of: " + ", ".join(PRESETS))
+    plan.add_argument("--out", type=Path, default=None, help="study folder (default studies/PRESET)")
+
+    train = commands.add_parser("train", help="train the study's unfinished runs")
+    study_arg(train)
+    _launch_options(train)
+
+    evaluate = commands.add_parser("eval", help="evaluate the finished runs into results.jsonl")
+    study_arg(evaluate)
+    evaluate.add_argument("--task-data", default=None, help="folder of local task files")
+
+    for name, text in (("fit", "fit the study's laws; write laws/ and predictions.csv"),
+                       ("predict", "the targets' predictions beside their measured losses"),
+                       ("report", "fit, then write report.md and figures/")):
+        sub = commands.add_parser(name, help=text)
+        study_arg(sub)
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    release = commands.add_parser("release", help="the study as a Hub repository",
+                                  add_help=False)
+    release.add_argument("args", nargs=argparse.REMAINDER)
+
+    for name, (_, text) in PASSTHROUGH.items():
+        sub = commands.add_parser(name, help=text, add_help=False)
+        sub.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _launch_options(sub) -> None:
+    sub.add_argument("--launcher", choices=("local", "slurm"), default=None,
+                     help="local: here, in sequence (default of the offline presets); slurm: a job "
+                     "array, then evaluation and fitting as jobs that depend on it")
+    sub.add_argument("--workers", type=int, default=None, help="runs at once, local launcher")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="write the configs and print the commands, run nothing")
+    sub.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
+                     help="extra sbatch argument (repeatable), e.g. --sbatch-arg=--partition=gpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:  # their own parsers, help and exit codes
+        import importlib
+
+        result = importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:])
+        return result if isinstance(result, int) else 0
+    if argv and argv[0] == "release":
+        from l2l.release import main as release_main
+
+        return release_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Our own errors and the packages' (CorpusError, ConfigError, HeldOutDataError are
+        # ValueErrors; RunLockedError and CheckpointError RuntimeErrors): one line each.
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _study_dir(args) -> Path:
+    return args.out if args.out is not None else Path("studies") / args.preset
+
+
+def cmd_plan(args) -> int:
+    from l2l.plan import plan_study
+
+    runs = plan_study(args.preset, _study_dir(args))
+    print(f"{_study_dir(args)}: {len(runs)} runs planned")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from l2l.stages import study_preset, train_study
+
+    preset = study_preset(args.study)
+    report = train_study(args.study, launcher=args.launcher or preset.launcher,
+                         workers=args.workers, dry_run=args.dry_run,
+                         sbatch_args=tuple(args.sbatch_args))
+    _say_stage("train", report)
+    return 1 if report.failed else 0
+
+
+def cmd_eval(args) -> int:
+    from l2l.stages import evaluate_study
+
+    report = evaluate_study(args.study, task_data=args.task_data)
+    _say_stage("eval", report)
+    return 0
+
+
+def _fit(study: Path, progress: bool):
+    from l2l.fits import fit_study, read_results
+    from l2l.plan import read_record
+    from l2l.stages import RESULTS, study_preset
+
+    preset, record = study_preset(study), read_record(study)
+    if not (study / RESULTS).is_file():
+        raise ValueError(f"{study} has no {RESULTS} yet: run `l2l eval {study}` first")
+    results = read_results(study / RESULTS)
+    fits = fit_study(results, record["corpora"], record["targets"], list(preset.tasks),
+                     n_resamples=preset.bootstrap, progress=progress)
+    return preset, record, results, fits
+
+
+def cmd_fit(args) -> int:
+    from l2l.fits import save_fits
+
+    _, _, _, fits = _fit(args.study, not args.quiet)
+    save_fits(fits, args.study)
+    print(f"{args.study}: {len(fits.laws)} laws in laws/, {len(fits.predictions)} predictions "
+          f"in predictions.csv" + (f"; missing: {len(fits.missing)} (see report)" if fits.missing else ""))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    _, _, _, fits = _fit(args.study, not args.quiet)
+    columns = ["run", "quantity", "law", "prediction", "lower", "upper", "actual",
+               "relative_error"]
+    print(fits.predictions[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    path = make_report(args.study, progress=not args.quiet)
+    print(f"{path}")
+    return 0
+
+
+def make_report(study: Path, progress: bool = True, failures: dict | None = None) -> Path:
+    from l2l.fits import save_fits
+    from l2l.report import draw_figures, write_report
+
+    preset, record, results, fits = _fit(study, progress)
+    save_fits(fits, study)
+    figures = draw_figures(fits, results, record["targets"], study)
+    return write_report(study, preset=preset, record=record, results=results, fits=fits,
+                        figures=figures, failures=failures or {})
+
+
+def cmd_study(args) -> int:
+    from l2l.plan import plan_study
+    from l2l.presets import get_preset
+    from l2l.stages import evaluate_study, train_study
+    from training.run_lock import RunLock
+
+    preset = get_preset(args.preset)
+    study = _study_dir(args)
+    launcher = args.launcher or preset.launcher
+    runs = plan_study(preset, study)
+    print(f"[plan] {study}: {len(runs)} runs ({preset.name})", flush=True)
+    if args.stop_after == "plan":
+        return 0
+    with RunLock(study):  # two `l2l study` processes on one folder cannot both write it
+        trained = train_study(study, launcher=launcher, workers=args.workers,
+                              dry_run=args.dry_run, sbatch_args=tuple(args.sbatch_args))
+        _say_stage("train", trained)
+        if launcher == "slurm":
+            return _submit_followers(study, trained, args)
+        if args.dry_run or args.stop_after == "train":
+            return 0
+        evaluated = evaluate_study(study, task_data=args.task_data)
+        _say_stage("eval", evaluated)
+        if args.stop_after == "eval":
+            return 0
+        failures = {**{f"training {k}": v for k, v in trained.failed.items()}, **evaluated.failed}
+        report = make_report(study, failures=failures)
+        print(f"[report] {report}", flush=True)
+        if args.stop_after in ("fit", "report"):
+            return 0
+        from l2l.release import build_release
+
+        print(f"[release] {build_release(study)} (push it with `l2l release {study} "
+              "--repo-id ORG/NAME`)", flush=True)
+    return 0
+
+
+def _submit_followers(study: Path, trained, args) -> int:
+    """Evaluation, fitting and the report as one slurm job that starts when every training
+    task has ended (``afterany``: a failed run is reported, not waited for)."""
+    import shlex
+    import subprocess
+
+    follow = (f"{shlex.quote(sys.executable)} -m l2l eval {shlex.quote(str(study))} && "
+              f"{shlex.quote(sys.executable)} -m l2l report {shlex.quote(str(study))} --quiet && "
+              f"{shlex.quote(sys.executable)} -m l2l release {shlex.quote(str(study))} --dry-run")
+    dependency = [f"--dependency=afterany:{trained.job_id}"] if trained.job_id else []
+    cmd = ["sbatch", *dependency, f"--job-name=l2l-{study.name}-fit",
+           f"--output={study.resolve() / 'slurm'}/%x-%j.out", *args.sbatch_args, "--wrap", follow]
+    if args.dry_run:
+        print("would submit: " + shlex.join(cmd))
+        return 0
+    subprocess.run(cmd, check=True)
+    return 0
+
+
+def _say_stage(stage: str, report) -> None:
+    parts = [f"{len(report.done)} done"] if report.done else []
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} already finished")
+    if report.failed:
+        parts.append(f"{len(report.failed)} failed")
+    print(f"[{stage}] " + (", ".join(parts) or "nothing to do"), flush=True)
+    for what, why in report.failed.items():
+        print(f"[{stage}]   {what}: {why}", flush=True)
+
+
+COMMANDS = {"study": cmd_study, "plan": cmd_plan, "train": cmd_train, "eval": cmd_eval,
+            "fit": cmd_fit, "predict": cmd_predict, "report": cmd_report}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
