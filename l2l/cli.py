@@ -253,7 +253,8 @@ def _submit_followers(study: Path, trained, args) -> int:
 
 
 def _say_stage(stage: str, report) -> None:
-    parts = [f"{len(report.done)} done"] if report.done else []
+    # eval: every finished run, its metrics already in the table not computed again
+    parts = [f"{len(report.done)} {'evaluated' if stage == 'eval' else 'done'}"] if report.done else []
     if report.skipped:
         parts.append(f"{len(report.skipped)} already finished")
     if report.failed:

@@ -65,7 +65,7 @@ class StudyPreset:
     training_overrides: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ("arc_easy",)
     """Downstream tasks (zero-shot test loss and accuracy)."""
-    task_limit: int | None = 200
+    task_limit: int | None = 100
     loss_tokens: int = 64 * 128
     """Held-out tokens per corpus and model."""
     bootstrap: int = 200

@@ -62,7 +62,7 @@ def draw_figures(fits, results: pd.DataFrame, targets: list[str], study_dir: str
             # A band of a weakly identified law can span decades far from the data; the
             # figure is about the data and the targets.
             seen = np.concatenate([y, rows.lower.to_numpy(float), rows.upper.to_numpy(float)])
-            ax.set_ylim(float(np.nanmin(seen)) * 0.97, float(np.nanmax(seen)) * 1.03)
+            ax.set_ylim(float(np.nanmin(seen)) * 0.93, float(np.nanmax(seen)) * 1.03)
         else:
             xs = inputs["L"]
             extent = rows.given.str.extract(r"loss ([0-9.]+)")[0].astype(float)

@@ -125,8 +125,11 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
         loss_tokens=preset.loss_tokens, limit=preset.task_limit, task_data=task_data,
         allow_hub=(not offline) if allow_hub is None else allow_hub,
     )
+    from evaluation.runner import finished_runs
+
     table = ResultsTable(study / RESULTS)
     report = StageReport()
+    report.done = [folder.name for folder in finished_runs(study)[0]]
     for failure in evaluate_runs(study, cfg, table):
         report.failed[f"{failure.run}: {failure.what}"] = failure.error
     return report

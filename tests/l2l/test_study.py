@@ -185,6 +185,15 @@ def test_smoke_study_end_to_end(tmp_path):
     for folder in (study / "laws").iterdir():
         assert load_law(folder).form in ("chinchilla", "loss_to_loss")
     assert (study / "release" / "README.md").is_file()
+    # A released run loads, with its code, where this package is not installed.
+    from tests.l2l.test_release import _expected_logits, _load_without_the_package
+
+    released = sorted((study / "release").glob("L2L_*"))
+    assert len(released) == 14
+    expected = _expected_logits(study / released[0].name, tmp_path)
+    loaded = _load_without_the_package([{"model": str(released[0]), "expected": expected}],
+                                       tmp_path, {})
+    assert loaded.returncode == 0 and "SAME_LOGITS" in loaded.stdout, loaded.stderr[-2000:]
     # A rerun trains and evaluates nothing again.
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
