@@ -136,14 +136,11 @@ def read_record(study_dir: str | os.PathLike) -> dict:
 
 
 def run_training_config(study_dir: str | os.PathLike, run, preset: StudyPreset):
-    """The full training config of one planned run: the study's shared config, then this run's
-    width, heads and learning rate."""
+    """The full training config of one planned run (``training.study.run_config``: the study's
+    shared config, this run's width and depth), with the preset's learning-rate rule."""
     from training.study import run_config
 
     cfg = run_config(study_dir, run)
-    overrides = []
-    if preset.grid == "shapes":  # the paper recipes set their own learning rates
-        overrides.append(f"optim.lr={preset.peak_lr / math.sqrt(run.d_model / 64):.6g}")
-    if run.d_model != 64 * run.n_layers:
-        overrides += [f"model.d_model={run.d_model}", f"model.n_heads={run.d_model // 64}"]
-    return cfg.with_overrides(overrides).validate()
+    if preset.grid != "shapes":  # the paper recipes set their own learning rates
+        return cfg
+    return cfg.with_overrides([f"optim.lr={preset.peak_lr / math.sqrt(run.d_model / 64):.6g}"])

@@ -78,6 +78,16 @@ class StudyPreset:
 
 
 _TINY_SHAPES = (Shape(1, 1), Shape(1, 2), Shape(2, 1), Shape(2, 2))
+# What the paper presets share: the paper's corpus, tokenizer and launcher, and full task splits.
+_ON_GPUS = dict(
+    corpora=("fineweb-edu-100b",),
+    tokenizer="meta-llama/Llama-2-7b-hf",
+    vocab_size=32000,
+    task_limit=None,
+    launcher="slurm",
+    needs=("GPUs under slurm", "the Hugging Face Hub (FineWeb-Edu)",
+           "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"),
+)
 
 PRESETS: dict[str, StudyPreset] = {
     preset.name: preset
@@ -111,41 +121,29 @@ PRESETS: dict[str, StudyPreset] = {
             name="paper-fineweb-edu",
             description="the loss-to-loss paper's sweep on FineWeb-Edu (depths 4-32 at 2e17 to "
             "4.84e19 FLOPs, 2 < D/N < 200) and its depth-40 run at 1e21 FLOPs as the target",
-            corpora=("fineweb-edu-100b",),
             grid="loss-to-loss",
             training_preset="paper",
-            tokenizer="meta-llama/Llama-2-7b-hf",
-            vocab_size=32000,
             seq_len=512,
             global_batch_size=1024,
             micro_batch_size=16,
             val_sequences=2048,
             tasks=("l2l",),
-            task_limit=None,
             loss_tokens=2048 * 512,
-            launcher="slurm",
-            needs=("GPUs under slurm", "the Hugging Face Hub (FineWeb-Edu)",
-                   "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"),
+            **_ON_GPUS,
         ),
         StudyPreset(
             name="olmo-ladder",
             description="an OLMo-ladder study on FineWeb-Edu: depths 4, 8, 12, 16 at 0.5 to 10 "
             "x Chinchilla tokens, the deepest at 10x as the target",
-            corpora=("fineweb-edu-100b",),
             grid="ladder",
             training_preset="olmo-ladder",
-            tokenizer="meta-llama/Llama-2-7b-hf",
-            vocab_size=32000,
             seq_len=2048,
             global_batch_size=256,
             micro_batch_size=8,
             val_sequences=1024,
             tasks=("ladder",),
-            task_limit=None,
             loss_tokens=1024 * 2048,
-            launcher="slurm",
-            needs=("GPUs under slurm", "the Hugging Face Hub (FineWeb-Edu)",
-                   "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"),
+            **_ON_GPUS,
         ),
     )
 }

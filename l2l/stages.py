@@ -37,18 +37,10 @@ def study_preset(study_dir: str | Path) -> StudyPreset:
 
 def write_configs(study_dir: str | Path, preset: StudyPreset) -> list[tuple]:
     """The config of every unfinished planned run, written to ``STUDY/configs/<run>.yaml``."""
-    from training.study import is_finished, read_plan
+    from training.launch import write_run_configs
 
-    study = Path(study_dir)
-    todo = []
-    configs = [(run, run_training_config(study, run, preset)) for run in read_plan(study)
-               if not is_finished(study, run.run)]  # all built before any is written
-    (study / "configs").mkdir(exist_ok=True)
-    for run, cfg in configs:
-        path = study / "configs" / f"{run.run}.yaml"
-        cfg.to_yaml(path)
-        todo.append((run, path.resolve()))
-    return todo
+    return write_run_configs(study_dir, build=lambda study, run: run_training_config(
+        study, run, preset))
 
 
 def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int | None = None,

@@ -511,9 +511,12 @@ class L2LModel(L2LPreTrainedModel):
             tokens = input_ids if input_ids is not None else inputs_embeds
             position_ids = torch.arange(tokens.shape[1], device=tokens.device) + past_seen
             position_ids = position_ids.unsqueeze(0)
-        if not torch.compiler.is_compiling():
-            # Data-dependent branches: outside compiled graphs only, so that fullgraph compilation
-            # and compiled generation (which build the same positions) trace without a break.
+        # Data-dependent branches: outside compiled graphs only, so that fullgraph compilation
+        # and compiled generation (which build the same positions) trace without a break. On a
+        # GPU the check waits for the device, so a training step (whose loop checks its batches,
+        # as training.trainer does) skips it there rather than stall every micro-batch.
+        on_host = position_ids.device.type == "cpu"
+        if not torch.compiler.is_compiling() and (on_host or not self.training):
             check_inputs(self.config, input_ids, position_ids, cache)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)

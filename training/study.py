@@ -207,6 +207,8 @@ def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
     config_path = str(study / meta["config"]) if meta.get("config") else None
     cfg = base_config(meta.get("preset"), config_path, meta.get("overrides", []), run.n_layers)
     cfg.model.n_layers = run.n_layers
+    if run.d_model != 64 * run.n_layers:  # a width other than the paper's 64 n (heads of 64)
+        cfg.model.d_model, cfg.model.n_heads = run.d_model, run.d_model // 64
     # Local-file corpora go by their label in run names; study.json maps labels back to paths.
     cfg.data.corpus = meta.get("corpora", {}).get(run.dataset, run.dataset)
     cfg.batch.global_batch_size = run.global_batch_size

@@ -22,6 +22,7 @@ from analysis import fit_law, load_law
 from l2l import release
 from l2l.release import build_release, main, push_release
 from tests.local_hub import LocalHub
+from tests.modeling.test_remote_code_and_checkpointing import BLOCK_THE_PACKAGE
 
 REPO = "l2l-test/tiny-study"
 TOKEN = "hf_local_test_token_never_printed"
@@ -522,23 +523,9 @@ def test_the_command_line_imports_nothing_heavy():
 
 # Runs in a fresh interpreter that cannot import modeling_l2l (the package is installed editable,
 # so besides -I a meta-path finder refuses the name), as a user of the Hub repository would.
-LOAD_SCRIPT = textwrap.dedent(
+LOAD_SCRIPT = BLOCK_THE_PACKAGE + textwrap.dedent(
     """
     import json, sys
-
-    class RefuseModelingL2L:
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_l2l" or name.startswith("modeling_l2l."):
-                raise ImportError("modeling_l2l is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, RefuseModelingL2L())
-    try:
-        import modeling_l2l  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("the package should not be importable here")
 
     import torch
     from safetensors.torch import load_file

@@ -206,3 +206,18 @@ def test_custom_presets_are_plain_records(tmp_path):
                          shapes=(Shape(1, 1),), budgets=(5e10,), targets=(Target(Shape(1, 2), 1e11),))
     runs = plan_study(preset, tmp_path / "two")
     assert len(runs) == 2 and read_record(tmp_path / "two")["targets"] == [runs[1].run]
+
+
+def test_the_packages_launcher_trains_an_l2l_study_at_its_planned_widths(tmp_path):
+    """``training.launch`` on a study of decoupled shapes: the planned width reaches the config
+    (run_config ignored PlannedRun.d_model and built width 64 x layers)."""
+    from training.launch import write_run_configs
+    from training.study import read_plan
+
+    plan_study("smoke", tmp_path / "s")
+    widths = {run.run: run.d_model for run in read_plan(tmp_path / "s")}
+    from training.config import TrainingConfig
+
+    for run, path in write_run_configs(tmp_path / "s"):
+        cfg = TrainingConfig.from_yaml(path)
+        assert (cfg.model.d_model or 64 * cfg.model.n_layers) == widths[run.run]

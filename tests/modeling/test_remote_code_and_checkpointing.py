@@ -15,7 +15,7 @@ from tests.modeling.conftest import tiny_config
 
 # Runs in a fresh interpreter that cannot import modeling_l2l: the package is installed editable,
 # so besides -I (no cwd, no PYTHONPATH, no user site) a meta-path finder refuses the name.
-REMOTE_LOAD_SCRIPT = textwrap.dedent(
+BLOCK_THE_PACKAGE = textwrap.dedent(
     """
     import sys
 
@@ -32,6 +32,10 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
         pass
     else:
         raise SystemExit("the package should not be importable here")
+    """
+)
+REMOTE_LOAD_SCRIPT = BLOCK_THE_PACKAGE + textwrap.dedent(
+    """
 
     import torch
     from safetensors.torch import load_file

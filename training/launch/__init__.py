@@ -20,8 +20,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from training.config import TrainingConfig
 from training.study import PlannedRun, is_finished, read_plan, run_config
 
 LAUNCH_DIR = Path(__file__).resolve().parent
@@ -41,8 +43,12 @@ def accelerate_config(name: str) -> Path:
 
 
 def write_run_configs(study_dir: str | Path, overrides: list[str] | None = None,
-                      only: list[str] | None = None) -> list[tuple[PlannedRun, Path]]:
+                      only: list[str] | None = None,
+                      build: Callable[[Path, PlannedRun], TrainingConfig] = run_config,
+                      ) -> list[tuple[PlannedRun, Path]]:
     """Write the config of every unfinished (selected) run; return (run, config path) pairs.
+    ``build(study, run)`` makes a run's config (default ``training.study.run_config``; the
+    ``l2l`` presets add their learning-rate rule).
 
     Raises ``FileNotFoundError`` for a folder that is not a study, ``ValueError`` for a run in
     ``only`` that the study does not plan or an override that does not apply; in both cases
@@ -57,7 +63,7 @@ def write_run_configs(study_dir: str | Path, overrides: list[str] | None = None,
                           for name in unknown)
         raise ValueError(f"--only: {len(unknown)} run(s) not planned in {study}: {shown}")
     # Every config is built before the first is written, so a bad override writes none.
-    configs = [(run, run_config(study, run).with_overrides(overrides or []).validate())
+    configs = [(run, build(study, run).with_overrides(overrides or []).validate())
                for run in plan
                if (not only or run.run in only) and not is_finished(study, run.run)]
     out = study / "configs"
