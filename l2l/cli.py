@@ -21,7 +21,7 @@ from pathlib import Path
 PASSTHROUGH = {
     "sweep": ("training.sweep", "plan a scaling study (python -m training.sweep)"),
     "launch": ("training.launch", "train a study here or under slurm (python -m training.launch)"),
-    "reproduce": ("analysis.reproduce.__main__",
+    "reproduce": ("analysis.reproduce",
                   "the papers' tables from their data (python -m analysis.reproduce)"),
     "backtest": ("analysis.backtest", "predict each study's largest runs (python -m analysis.backtest)"),
     "convert": ("modeling_l2l.convert_olmo",
@@ -95,10 +95,11 @@ def _launch_options(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:  # their own parsers, help and exit codes
-        import importlib
+        # As `python -m MODULE`, in a process of its own: modeling_l2l imports its model code
+        # lazily only when located for a `-m` command, which keeps `l2l convert --help` fast.
+        import subprocess
 
-        result = importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:])
-        return result if isinstance(result, int) else 0
+        return subprocess.run([sys.executable, "-m", PASSTHROUGH[argv[0]][0], *argv[1:]]).returncode
     if argv and argv[0] == "release":
         from l2l.release import main as release_main
 

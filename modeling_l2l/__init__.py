@@ -7,26 +7,62 @@ package loads the folder with ``AutoModelForCausalLM.from_pretrained(path, trust
 """
 
 import importlib
+import sys
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_l2l import AUTO_MAP, PAPER_DEPTHS, L2LConfig, paper_param_count
-from .modeling_l2l import (
-    PEAK_FLOPS_BY_DEVICE,
-    L2LForCausalLM,
-    L2LModel,
-    L2LPreTrainedModel,
-    peak_flops_for_device,
-)
+def _located_for_a_command() -> bool:
+    """True while Python imports this package only to find one of its modules to run with
+    ``python -m modeling_l2l.MODULE``: ``sys.argv[0]`` is ``"-m"`` while the module is located
+    (documented for ``-m``) and ``sys.orig_argv`` names it. The command imports the model itself
+    when it has work, so its ``--help`` and argument errors need neither torch nor transformers
+    (seconds on a small machine)."""
+    argv = getattr(sys, "orig_argv", [])
+    if sys.argv[:1] != ["-m"] or "-m" not in argv[:-1]:
+        return False
+    return argv[argv.index("-m") + 1].startswith(__name__ + ".")
+
+
+_MODEL_ATTRIBUTES = {
+    "AUTO_MAP": ".configuration_l2l",
+    "PAPER_DEPTHS": ".configuration_l2l",
+    "L2LConfig": ".configuration_l2l",
+    "paper_param_count": ".configuration_l2l",
+    "PEAK_FLOPS_BY_DEVICE": ".modeling_l2l",
+    "L2LForCausalLM": ".modeling_l2l",
+    "L2LModel": ".modeling_l2l",
+    "L2LPreTrainedModel": ".modeling_l2l",
+    "peak_flops_for_device": ".modeling_l2l",
+}
+
+
+def _register_auto_classes() -> None:
+    """Register ``model_type="l2l"`` with the Auto classes and mark the classes for
+    ``register_for_auto_class`` (``save_pretrained`` then writes the code and ``auto_map``)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from .configuration_l2l import L2LConfig
+    from .modeling_l2l import L2LForCausalLM, L2LModel
+
+    AutoConfig.register(L2LConfig.model_type, L2LConfig, exist_ok=True)
+    AutoModel.register(L2LConfig, L2LModel, exist_ok=True)
+    AutoModelForCausalLM.register(L2LConfig, L2LForCausalLM, exist_ok=True)
+    L2LConfig.register_for_auto_class("AutoConfig")
+    L2LModel.register_for_auto_class("AutoModel")
+    L2LForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+
+if not _located_for_a_command():
+    from .configuration_l2l import AUTO_MAP, PAPER_DEPTHS, L2LConfig, paper_param_count
+    from .modeling_l2l import (
+        PEAK_FLOPS_BY_DEVICE,
+        L2LForCausalLM,
+        L2LModel,
+        L2LPreTrainedModel,
+        peak_flops_for_device,
+    )
+
+    _register_auto_classes()
 from .run_names import RunName, format_run_name, parse_run_name
-
-AutoConfig.register(L2LConfig.model_type, L2LConfig, exist_ok=True)
-AutoModel.register(L2LConfig, L2LModel, exist_ok=True)
-AutoModelForCausalLM.register(L2LConfig, L2LForCausalLM, exist_ok=True)
-
-L2LConfig.register_for_auto_class("AutoConfig")
-L2LModel.register_for_auto_class("AutoModel")
-L2LForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 # Loaded on first use: they are not needed to build a model, and a module run with `python -m`
 # must not be imported by its package first.
@@ -44,6 +80,11 @@ _LAZY_ATTRIBUTES = {
 
 
 def __getattr__(name: str):
+    if name in _MODEL_ATTRIBUTES:  # only reached when a command located the package lazily
+        value = getattr(importlib.import_module(_MODEL_ATTRIBUTES[name], __name__), name)
+        _register_auto_classes()
+        globals()[name] = value
+        return value
     if name in _LAZY_ATTRIBUTES:
         return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,7 +90,7 @@ def _require_int(olmo: dict, name: str, default: Any = None, problems: list[str]
 
 def l2l_config_from_olmo(olmo: dict) -> L2LConfig:
     """``L2LConfig`` equivalent to an OLMo ``ModelConfig`` dict, or ``OlmoCheckpointError``."""
-    from .configuration_l2l import L2LConfig
+    from . import L2LConfig  # through the package: registers the Auto classes
 
     if isinstance(olmo.get("model"), dict) and "d_model" in olmo["model"]:
         olmo = olmo["model"]  # a full OLMo TrainConfig: the model part is under "model"
@@ -238,7 +238,7 @@ def load_olmo_checkpoint(src_dir: str | Path) -> L2LForCausalLM:
     import torch
     from safetensors import safe_open
 
-    from .modeling_l2l import L2LForCausalLM
+    from . import L2LForCausalLM  # through the package: save_pretrained writes the code files
 
     src = Path(src_dir)
     config_path, weights_path = src / CONFIG_NAME, src / WEIGHTS_NAME
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         dst = convert_olmo_checkpoint(args.src, args.dst, overwrite=args.overwrite)
     except (OSError, ValueError) as exc:  # each names the file, the folder or the tensors
         parser.exit(2, f"error: {exc}\n")
-    from .configuration_l2l import L2LConfig
+    from . import L2LConfig
 
     config = L2LConfig.from_pretrained(dst)
     print(
