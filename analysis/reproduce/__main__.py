@@ -1,4 +1,10 @@
-"""python -m analysis.reproduce {l2l,gadre,ladder,chinchilla} --data DIR --out DIR"""
+"""python -m analysis.reproduce {l2l,gadre,ladder,chinchilla} --data DIR --out DIR [--given GIVEN.csv]
+
+``--given GIVEN.csv`` (l2l only): columns ``data,val_loss``, the measured val_loss of the depth-40
+1e21-FLOP run on one or more corpora; also writes ``given_predictions.csv``, that run's val_loss
+on every other corpus from each given one (train-to-train, the paper's law and calibrated) and
+from all of them combined (``analysis.reproduce.l2l``, item 6).
+"""
 
 from __future__ import annotations
 
@@ -26,14 +32,34 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with the paper's released data (default: download from its repository)",
     )
     parser.add_argument("--out", default=None, help="output folder (default: reproduce-<paper>)")
+    parser.add_argument(
+        "--given",
+        default=None,
+        metavar="GIVEN.csv",
+        help="l2l only: CSV with columns data,val_loss, the measured val_loss of the depth-40 "
+        "1e21-FLOP run on one or more corpora; writes given_predictions.csv (columns data, "
+        "source, method, prediction, lower, upper): that run's val_loss on every other corpus, "
+        "from each given source by the paper's train-to-train law (method paper) and calibrated "
+        "on nested backtests (calibrated), and from all sources combined (source all, method "
+        "multi_source), with 90%% prediction intervals",
+    )
     args = parser.parse_args(argv)
     # The reproductions import the package on first use: a folder ./analysis breaks them.
     exit_if_shadowed("analysis", code=1)
     start = time.perf_counter()
     out = args.out or f"reproduce-{args.paper}"
     try:
+        if args.given is not None:
+            if args.paper != "l2l":
+                raise ValueError(f"--given applies to l2l only, not {args.paper}")
+            from analysis.reproduce import l2l
+
+            given = l2l.read_given(args.given)  # before the fits, as --out
         check_out_folder(out)  # before the fits, which may take minutes
-        result = reproduce(args.paper, args.data, out)
+        if args.given is not None:
+            result = l2l.reproduce(args.data, out, given=given)
+        else:
+            result = reproduce(args.paper, args.data, out)
     except (OSError, ValueError, TestbedUnavailableError) as error:  # OSError: e.g. --out a file
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -28,8 +28,45 @@ released sweep (KempnerInstitute/loss-to-loss-notebooks ``data/sweep.csv``).
 5. ``predictions_1e21.csv``: what each of the 276 scaling fits predicts for the paper's largest run on
    its corpus, depth 40 (d = 2560) at C = 1e21 FLOPs, which the released sweep leaves out:
    N = 2 V d + n (12 d^2 + 4 d) + d with V = 32000 (the parameter count of ``sweep.csv``'s
-   ``params`` column), D = C / (6 N) as its ``tokens`` are. Columns data, loss_name, form, N, D, C,
-   prediction.
+   ``params`` column), D = C / (6 N) as its ``tokens`` are. Columns ``PREDICTION_COLUMNS``: data,
+   loss_name, form, method, N, D, C, prediction, lower, upper (the 90% prediction interval),
+   choice (the fitting procedure). Three methods (issue 12):
+
+   - ``paper`` (276 rows, one per scaling fit, first and in ``scaling_fits.csv``'s order): the
+     paper's prediction, unchanged; its interval is the fitted law's own prediction interval
+     (``Law.predict_interval(kind="prediction")``: delta-method parameter uncertainty combined
+     with the fit's residual scatter), which knows nothing of the error of extrapolating 20x
+     beyond the largest budget.
+   - ``calibrated`` (276 rows): the same form and fit (``analysis.backtest.law_predictor``)
+     through ``analysis.calibrate.calibrated_prediction``: nested backtests on the corpus' own
+     runs (fit on the budgets up to each of the 3rd to 7th, predict the runs above) estimate how
+     the error grows with the distance of extrapolation; the point is corrected by the mean
+     drift and the interval widened by its spread and growth, at the distance of 1e21 from the
+     sweep's budgets (2e17 to 4.84e19).
+   - ``selected`` (138 rows, one per corpus and loss column; ``form`` and ``choice`` name the
+     procedure): ONE fitting choice for the whole study, among ``analysis.backtest
+     .l2l_candidates()`` (Kaplan, Chinchilla, the over-training form in (C, M), each on every
+     budget or without the smallest), chosen by ``select_predictor`` on the nested backtests of
+     each corpus' ``val_loss`` runs (the study's own loss: the choice is made on it, not per
+     column), then calibrated as above for every loss column. The scores of every candidate are
+     in ``selection.csv`` (columns choice, mean_abs_log_error, mean_log_error, n, chosen).
+
+   Runs with a missing value of a loss column are left out of that column's calibrated fits.
+
+6. ``--given GIVEN.csv`` (``python -m analysis.reproduce l2l --data DIR --out DIR --given
+   GIVEN.csv``): GIVEN.csv has columns ``data,val_loss``, the measured ``val_loss`` of the
+   depth-40 1e21-FLOP run on one or more corpora. ``given_predictions.csv`` (columns
+   ``GIVEN_COLUMNS``: data, source, method, prediction, lower, upper) predicts the ``val_loss``
+   of that run on every other corpus: for each given source, ``paper`` (the train-to-train law of
+   ``train_to_train.csv``, fitted on the whole sweep, with its delta-method prediction interval)
+   and ``calibrated`` (the same procedure, ``analysis.backtest``'s train-to-train predictor,
+   through nested backtests over the paired sweep runs, at the distance of 1e21 from the sweep's
+   budgets); and one row per target corpus with ``source`` = ``all``, method ``multi_source``:
+   the sources' calibrated predictions combined (weights 1 / spread^2, the variance under the
+   correlation of their nested errors, as ``analysis.backtest``'s multi-source rows). With a
+   single given source the ``all`` row equals that source's calibrated row. Bad input (missing
+   file, wrong columns, unknown corpus, NaN or non-positive ``val_loss``, a corpus given twice,
+   every corpus given) stops the run with a one-line error before any fit.
 
 ``r_squared`` of the scaling fits is on the loss scale (as the notebooks'); of the loss-to-loss
 fits it is the R^2 of the log-log regression. A point with x <= E_x or y <= E_y has no logarithm;
@@ -54,7 +91,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import fit_laws, get_form
+from analysis import fit_law, fit_laws, get_form
+from analysis.law import Law
 from analysis.reproduce.report import (
     Reproduction,
     fmt,
@@ -71,7 +109,12 @@ from analysis.workflows import fit_loss_to_loss, pair_runs
 SCALING_COLUMNS = ("data", "loss_name", "form", "A", "B", "E", "alpha", "beta")
 TRAIN_TO_TRAIN_COLUMNS = ("data0", "data1", "kappa", "K", "E_x", "E_y", "r_squared")
 TRAIN_TO_TEST_COLUMNS = ("data", "test", "kappa", "K", "E_x", "E_y", "r_squared")
-PREDICTION_COLUMNS = ("data", "loss_name", "form", "N", "D", "C", "prediction")
+PREDICTION_COLUMNS = ("data", "loss_name", "form", "method", "N", "D", "C", "prediction", "lower",
+                      "upper", "choice")  # fmt: skip
+SELECTION_COLUMNS = ("choice", "mean_abs_log_error", "mean_log_error", "n", "chosen")
+GIVEN_INPUT_COLUMNS = ("data", "val_loss")
+GIVEN_COLUMNS = ("data", "source", "method", "prediction", "lower", "upper")
+LEVEL = 0.9  # the level of every interval written
 TEST_TO_TEST_COLUMNS = ("data", "data1", "test", "kappa", "K", "E_x", "E_y", "r_squared")
 FORMS = ("kaplan", "chinchilla")
 
@@ -108,10 +151,13 @@ def r_squared(y, prediction) -> float:
     return float(1 - np.sum((y - prediction) ** 2) / np.sum((y - np.mean(y)) ** 2))
 
 
-def scaling_fits(sweep: pd.DataFrame, notebook: pd.DataFrame | None) -> pd.DataFrame:
+def scaling_fits(
+    sweep: pd.DataFrame, notebook: pd.DataFrame | None
+) -> tuple[pd.DataFrame, dict[tuple[str, str, str], Law]]:
     """The 276 single-dataset fits, in the notebooks' order (corpus, loss column, form). They are
     independent, so each form's fits run together through ``fit_laws`` (one vectorised solve
-    per corpus size); each result is identical to its own ``fit_law``."""
+    per corpus size); each result is identical to its own ``fit_law``. Returns the table and
+    the fitted laws keyed by (data, loss_name, form), for their intervals."""
     keys = list(itertools.product(CORPORA, LOSS_NAMES, FORMS))
     columns = {}
     for data in CORPORA:
@@ -150,7 +196,7 @@ def scaling_fits(sweep: pd.DataFrame, notebook: pd.DataFrame | None) -> pd.DataF
             row["loss_notebook_float32"] = float(theirs["loss"])
             row["E_notebook"] = float(theirs["E"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), laws
 
 
 # The paper's largest runs, absent from the released sweep: depth 40 at 1e21 FLOPs on each corpus.
@@ -164,16 +210,129 @@ def paper_params(n: int) -> int:
     return 2 * 32000 * d + n * (12 * d * d + 4 * d) + d
 
 
-def largest_run_predictions(fits: pd.DataFrame) -> pd.DataFrame:
-    """Each scaling fit's prediction for its corpus' run at LARGEST_DEPTH and LARGEST_C."""
+def largest_run() -> pd.DataFrame:
+    """The target row: the depth-LARGEST_DEPTH run at LARGEST_C (N, D, C, M = D / N)."""
     N = float(paper_params(LARGEST_DEPTH))
     D = LARGEST_C / (6 * N)
+    return pd.DataFrame({"N": [N], "D": [D], "C": [LARGEST_C], "M": [D / N]})
+
+
+def largest_run_predictions(fits: pd.DataFrame, laws: dict) -> pd.DataFrame:
+    """Each scaling fit's prediction for its corpus' run at LARGEST_DEPTH and LARGEST_C (method
+    ``paper``), with its law's prediction interval at LEVEL (delta method)."""
+    target = largest_run().iloc[0]
+    N, D = target["N"], target["D"]
     rows = []
     for fit in fits.to_dict("records"):
+        key = (fit["data"], fit["loss_name"], fit["form"])
         prediction = get_form(fit["form"]).predict(fit, {"N": np.array([N]), "D": np.array([D])})
+        lower, upper = laws[key].predict_interval(LEVEL, kind="prediction", N=np.array([N]),
+                                                  D=np.array([D]))  # fmt: skip
         rows.append({"data": fit["data"], "loss_name": fit["loss_name"], "form": fit["form"],
-                     "N": N, "D": D, "C": LARGEST_C, "prediction": float(prediction[0])})
+                     "method": "paper", "N": N, "D": D, "C": LARGEST_C,
+                     "prediction": float(prediction[0]), "lower": float(lower[0]),
+                     "upper": float(upper[0]), "choice": fit["form"]})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _loss_runs(sweep: pd.DataFrame, data: str, loss_name: str) -> pd.DataFrame:
+    """A corpus' runs as a fit table for one loss column (``actual``), without the runs that
+    lack it."""
+    runs = sweep[(sweep["dataset"] == data) & np.isfinite(sweep[loss_name])]
+    return runs.assign(actual=runs[loss_name], M=runs["D"] / runs["N"], loss_name=loss_name)
+
+
+# ``analysis.backtest.l2l_candidates()``'s procedures, as (form, number of smallest budgets left
+# out), in its order: to batch them (``_batched``); checked against the candidates' names.
+_CANDIDATE_SPECS = tuple((form, drop) for form in ("kaplan", "chinchilla", "overtrain")
+                         for drop in (0, 1))  # fmt: skip
+
+
+def _batched(form: str, drop_smallest: int, tables: dict, cuts: dict):
+    """``analysis.backtest.law_predictor(form, drop_smallest=...)`` with every fit that the
+    calibration of ``tables`` will ask for (each table's runs up to each cut and all of them)
+    made beforehand in one ``fit_laws`` call per form, each identical to its own ``fit_law``
+    (about 30 times faster than one by one). A fit not made beforehand (another row set) falls
+    back to the procedure itself, so the results are the procedure's in every case."""
+    from analysis.backtest import law_predictor
+    from analysis.calibrate import Predictor
+
+    procedure = law_predictor(form, drop_smallest=drop_smallest)
+    inputs = get_form(form).inputs
+    keys, fit_sets, rows_of = [], [], {}
+    for key, table in tables.items():
+        for top in [*cuts[key], float(table["C"].max())]:
+            fit = table[table["C"] <= top]
+            if drop_smallest:
+                levels = np.unique(fit["C"])
+                if levels.size - drop_smallest < 2:
+                    continue  # the procedure refuses: left to it
+                kept = fit[fit["C"] > levels[drop_smallest - 1]]
+            else:
+                kept = fit
+            keys.append((*key, float(top)))
+            fit_sets.append(kept)
+            rows_of[keys[-1]] = fit.index.to_numpy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as law_predictor: notes stay on law.warnings
+            laws = fit_laws(form, [{k: f[k].to_numpy(float) for k in inputs} for f in fit_sets],
+                            [f["actual"].to_numpy(float) for f in fit_sets])  # fmt: skip
+        made = dict(zip(keys, laws, strict=True))
+    except (ValueError, RuntimeError, np.linalg.LinAlgError):
+        made = {}  # one fit failed the batch: every fit by the procedure itself
+
+    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        key = (fit["dataset"].iloc[0], fit["loss_name"].iloc[0], float(fit["C"].max()))
+        law = made.get(key)
+        if law is None or not np.array_equal(rows_of[key], fit.index.to_numpy()):
+            return procedure.fit_predict(fit, target)
+        return law.predict(**{k: target[k].to_numpy(float) for k in inputs})
+
+    return Predictor(procedure.name, fit_predict, procedure.n_params)
+
+
+def calibrated_predictions(sweep: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``calibrated`` rows (each form of each scaling fit) and the ``selected`` rows (the
+    study's one fitting choice, per corpus and loss column) of ``predictions_1e21.csv``, and the
+    selection's scores (``SELECTION_COLUMNS``). The choice is made on the nested backtests of
+    every corpus' ``val_loss`` runs (the study's own loss), once, then applied to every column."""
+    from analysis.backtest import L2L_MIN_LEVELS, l2l_candidates, law_predictor
+    from analysis.calibrate import calibrated_prediction, nested_cuts, select_predictor
+
+    target = largest_run()
+    base = target.iloc[0].to_dict()
+
+    def row(data, loss_name, form, method, choice, result):
+        return {"data": data, "loss_name": loss_name, "form": form, "method": method,
+                **{k: base[k] for k in ("N", "D", "C")}, "prediction": float(result.point[0]),
+                "lower": float(result.lower[0]), "upper": float(result.upper[0]),
+                "choice": choice}  # fmt: skip
+
+    tables = {(data, loss_name): _loss_runs(sweep, data, loss_name)
+              for data, loss_name in itertools.product(CORPORA, LOSS_NAMES)}  # fmt: skip
+    cuts = {key: nested_cuts(table["C"], L2L_MIN_LEVELS) for key, table in tables.items()}
+    calibrated = {}
+    for form in FORMS:
+        predictor = _batched(form, 0, tables, cuts)
+        for data, loss_name in tables:
+            result = calibrated_prediction(predictor, tables[data, loss_name], target, "C",
+                                           cuts[data, loss_name], LEVEL)  # fmt: skip
+            calibrated[data, loss_name, form] = row(data, loss_name, form, "calibrated", form,
+                                                    result)  # fmt: skip
+    rows = [calibrated[key] for key in itertools.product(CORPORA, LOSS_NAMES, FORMS)]
+    groups = [(tables[data, VAL_LOSS], cuts[data, VAL_LOSS]) for data in CORPORA]
+    candidates = l2l_candidates()
+    chosen, scores = select_predictor(candidates, groups, "C")
+    specs = {law_predictor(form, drop_smallest=drop).name: (form, drop)
+             for form, drop in _CANDIDATE_SPECS}  # fmt: skip
+    if chosen.name in specs:  # else (l2l_candidates changed): the choice as it is, unbatched
+        chosen = _batched(*specs[chosen.name], tables, cuts)
+    for data, loss_name in tables:
+        result = calibrated_prediction(chosen, tables[data, loss_name], target, "C",
+                                       cuts[data, loss_name], LEVEL)  # fmt: skip
+        rows.append(row(data, loss_name, chosen.name, "selected", chosen.name, result))
+    return pd.DataFrame(rows), scores
 
 
 # ----------------------------------------------------------------------------- step 2: loss to loss
@@ -235,6 +394,108 @@ def test_to_test(pairs_of: dict, E_test: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- --given
+
+
+def read_given(given: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """GIVEN.csv (or its frame) checked: columns exactly ``data,val_loss``, known corpora, each at
+    most once and not all of them, finite positive losses. Any problem is a ValueError (or
+    FileNotFoundError) with a one-line message, raised before any fit."""
+    if isinstance(given, pd.DataFrame):
+        frame, name = given, "the given table"
+    else:
+        name = f"--given {given}"
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"{name}: no such file")
+        try:
+            frame = pd.read_csv(given)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValueError(f"{name}: not a CSV file with columns data,val_loss "
+                             f"({str(error).splitlines()[0]})") from None  # fmt: skip
+    columns = [str(c).strip() for c in frame.columns]
+    if sorted(columns) != sorted(GIVEN_INPUT_COLUMNS):
+        raise ValueError(f"{name}: expected the columns {','.join(GIVEN_INPUT_COLUMNS)}, got "
+                         f"{','.join(columns) or 'none'}")  # fmt: skip
+    frame = frame.set_axis(columns, axis=1)[list(GIVEN_INPUT_COLUMNS)]
+    if frame.empty:
+        raise ValueError(f"{name}: no rows (give the val_loss of at least one corpus)")
+    data = frame["data"].astype(str).str.strip()
+    unknown = sorted(set(data) - set(CORPORA))
+    if unknown:
+        raise ValueError(f"{name}: unknown corpus {', '.join(map(repr, unknown))}; the known "
+                         f"corpora are {', '.join(CORPORA)}")  # fmt: skip
+    twice = sorted(data[data.duplicated()].unique())
+    if twice:
+        raise ValueError(f"{name}: corpus given more than once: {', '.join(twice)}")
+    loss = pd.to_numeric(frame["val_loss"], errors="coerce")
+    bad = data[~(np.isfinite(loss) & (loss > 0))]
+    if len(bad):
+        raise ValueError(f"{name}: val_loss must be a finite positive number; not so for "
+                         f"{', '.join(bad)}")  # fmt: skip
+    if set(data) == set(CORPORA):
+        raise ValueError(f"{name}: every corpus is given; nothing left to predict")
+    return pd.DataFrame({"data": data.to_numpy(), "val_loss": loss.to_numpy(float)})
+
+
+GIVEN_RUN = f"depth{LARGEST_DEPTH}-C{LARGEST_C:.0e}"
+
+
+def given_predictions(
+    sweep: pd.DataFrame, given: pd.DataFrame, E: dict[str, float]
+) -> pd.DataFrame:
+    """``given_predictions.csv`` (``GIVEN_COLUMNS``) from a checked ``read_given`` table: per
+    target corpus (not given), per given source the ``paper`` and ``calibrated`` train-to-train
+    predictions of the target's ``val_loss``, then the ``all`` / ``multi_source`` row. ``E``:
+    each corpus' Kaplan ``val_loss`` E (step 1), as ``train_to_train``."""
+    from analysis.backtest import (
+        L2L_MIN_LEVELS,
+        _l2l_train_to_train,
+        _multi_source_rows,
+        _paired_runs,
+    )
+    from analysis.calibrate import calibrated_prediction, nested_cuts
+
+    runs = sweep[np.isfinite(sweep[VAL_LOSS])].assign(actual=lambda f: f[VAL_LOSS])
+    measured = dict(zip(given["data"], given["val_loss"], strict=True))
+    sources = [c for c in CORPORA if c in measured]
+    base = largest_run().iloc[0].to_dict()
+    rows = []
+    for data1 in (c for c in CORPORA if c not in measured):
+        by_source = {}
+        for data0 in sources:
+            pairs = _paired_runs(runs, data0, data1)
+            x, y = pairs["actual_x"].to_numpy(float), pairs["actual"].to_numpy(float)
+            keep = (x > E[data0]) & (y > E[data1])  # as ``loss_to_loss``: points with logarithms
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                law = fit_law("loss_to_loss", {"L": x[keep]}, y[keep], objective="log_ols",
+                              fixed={"E_x": E[data0], "E_y": E[data1]})  # fmt: skip
+            at = np.array([measured[data0]])
+            lower, upper = law.predict_interval(LEVEL, kind="prediction", L=at)
+            rows.append({"data": data1, "source": data0, "method": "paper",
+                         "prediction": float(law.predict(L=at)[0]), "lower": float(lower[0]),
+                         "upper": float(upper[0])})  # fmt: skip
+            target = pd.DataFrame({"run": [GIVEN_RUN], "dataset": [data1], "N": [base["N"]],
+                                   "D": [base["D"]], "C": [base["C"]], "M": [base["M"]],
+                                   "actual": [np.nan], "actual_x": at})  # fmt: skip
+            predictor = _l2l_train_to_train(runs, data0, data1)
+            result = calibrated_prediction(predictor, pairs, target, "C",
+                                           nested_cuts(pairs["C"], L2L_MIN_LEVELS), LEVEL)  # fmt: skip
+            rows.append({"data": data1, "source": data0, "method": "calibrated",
+                         "prediction": float(result.point[0]), "lower": float(result.lower[0]),
+                         "upper": float(result.upper[0])})  # fmt: skip
+            errors = result.errors.assign(run=pairs.loc[result.errors["row"], "run"].to_numpy())
+            by_source[data0] = (target.assign(distance=result.distance), result, errors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one source: its note's mean correlation is empty
+            (combined,) = _multi_source_rows(data1, by_source, f"C={LARGEST_C:.0e}", VAL_LOSS,
+                                             LEVEL)  # fmt: skip
+        rows.append({"data": data1, "source": "all", "method": "multi_source",
+                     "prediction": combined["predicted"], "lower": combined["lower_pred"],
+                     "upper": combined["upper_pred"]})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(GIVEN_COLUMNS))
+
+
 # ----------------------------------------------------------------------------- figure 1
 
 
@@ -286,24 +547,32 @@ def figure1(
 # ----------------------------------------------------------------------------- the reproduction
 
 
-def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
+def reproduce(
+    data: str | os.PathLike | None, out: Path, given: str | os.PathLike | pd.DataFrame | None = None
+) -> Reproduction:
+    """The reproduction; with ``given`` (GIVEN.csv or its frame, checked first, before any fit)
+    also ``given_predictions.csv``."""
+    given = None if given is None else read_given(given)
+    out = Path(out)
     result = Reproduction("l2l")
     sweep = wide(load_l2l(data), sorted(set(LOSS_NAMES)))
     try:
         notebook = read_opt_params(data)
     except FileNotFoundError:
         notebook = None
-    fits = scaling_fits(sweep, notebook)
+    fits, laws = scaling_fits(sweep, notebook)
     result.tables["scaling_fits.csv"] = write_csv(fits, out, "scaling_fits.csv", SCALING_COLUMNS)
     check_columns = [c for c in fits.columns if c not in ("A", "B", "alpha", "beta")]
     result.tables["scaling_fits_check.csv"] = write_csv(
         fits, out, "scaling_fits_check.csv", check_columns
     )
 
-    largest = largest_run_predictions(fits)
+    calibrated, selection = calibrated_predictions(sweep)
+    largest = pd.concat([largest_run_predictions(fits, laws), calibrated], ignore_index=True)
     result.tables["predictions_1e21.csv"] = write_csv(
         largest, out, "predictions_1e21.csv", PREDICTION_COLUMNS
     )
+    result.tables["selection.csv"] = write_csv(selection, out, "selection.csv", SELECTION_COLUMNS)
 
     E_val = kaplan_E(fits, VAL_LOSS)
     E_test = {test: kaplan_E(fits, test) for test in TEST_LOSSES}
@@ -363,10 +632,32 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         f"{te2te['r_squared'].median():.4f}; points without a logarithm (x <= E_x or y <= E_y) "
         f"left out: {excluded}"
     )
-    own = largest[largest["loss_name"] == VAL_LOSS].pivot(
-        index="data", columns="form", values="prediction"
+    own = largest[largest["loss_name"] == VAL_LOSS]
+    chosen = selection.loc[selection["chosen"], "choice"].iloc[0]
+    result.say(
+        f"fitting choice for the study (nested backtests of each corpus' val_loss runs, "
+        f"mean |log error| {selection.loc[selection['chosen'], 'mean_abs_log_error'].iloc[0]:.4f}): "
+        f"{chosen}"
     )
+    label = [m if m == "selected" else f"{m} {f}" for m, f in zip(own["method"], own["form"],
+                                                                  strict=True)]  # fmt: skip
+    table = own.assign(method=label).assign(
+        interval=lambda f: [f"{p:.4f} [{lo:.4f}, {hi:.4f}]" for p, lo, hi in
+                            zip(f["prediction"], f["lower"], f["upper"], strict=True)],
+    ).pivot(index="data", columns="method", values="interval")  # fmt: skip
     result.say(f"predicted val_loss of the depth-{LARGEST_DEPTH} run at C = {LARGEST_C:.0e} "
-               f"(N = {paper_params(LARGEST_DEPTH):.4g}; not in the released sweep):",
-               *frame_lines(own.reset_index(), digits=4))  # fmt: skip
+               f"(N = {paper_params(LARGEST_DEPTH):.4g}; not in the released sweep), "
+               f"{LEVEL:.0%} prediction intervals:", *frame_lines(table.reset_index()))  # fmt: skip
+    if given is not None:
+        predicted = given_predictions(sweep, given, E_val)
+        result.tables["given_predictions.csv"] = write_csv(
+            predicted, out, "given_predictions.csv", GIVEN_COLUMNS
+        )
+        combined = predicted[predicted["method"] == "multi_source"]
+        result.say(
+            f"val_loss at C = {LARGEST_C:.0e} from the given run(s) on "
+            f"{', '.join(given['data'])} (train-to-train; all: the calibrated sources combined):",
+            *(f"  {r.data}: {r.prediction:.4f} [{r.lower:.4f}, {r.upper:.4f}]"
+              for r in combined.itertuples()),
+        )  # fmt: skip
     return result

@@ -8,13 +8,16 @@ import pytest
 
 from analysis.backtest import (
     COLUMNS,
+    METHOD_COLUMNS,
     SUMMARY_COLUMNS,
     backtest_chinchilla,
     backtest_gadre,
     main,
     run_backtest,
+    backtest_l2l,
     shortfalls,
     summarize,
+    summarize_methods,
 )
 from tests.conftest import shared_path
 
@@ -35,9 +38,15 @@ def write_chinchilla_like(folder, noise=0.0, seed=0):
 
 
 def test_exact_law_is_predicted_exactly(tmp_path):
-    rows = pd.DataFrame(backtest_chinchilla(write_chinchilla_like(tmp_path), 20, 0.9, 0))
-    assert tuple(rows.columns) == COLUMNS
-    assert (rows["C"] > 1.7e21).all() and len(rows) == 16  # the two largest budgets held out
+    every = pd.DataFrame(backtest_chinchilla(write_chinchilla_like(tmp_path), 20, 0.9, 0))
+    assert tuple(every.columns) == COLUMNS
+    assert set(every["method"]) == {"paper", "calibrated", "selected"}
+    assert (every["C"] > 1.7e21).all() and len(every) == 3 * 16  # the two largest budgets
+    assert every["rel_error"].abs().max() < 1e-5  # an exact law: nothing to correct
+    new = every[every["method"] != "paper"]
+    assert (new["lower_pred"] <= new["predicted"]).all()
+    assert (new["upper_pred"] >= new["predicted"]).all()
+    rows = every[every["method"] == "paper"]
     assert rows["rel_error"].abs().max() < 1e-6
     assert (rows["lower"] <= rows["predicted"] + 1e-9).all()
     assert (rows["upper"] >= rows["predicted"] - 1e-9).all()
@@ -48,6 +57,7 @@ def test_noisy_law_intervals_and_summary(tmp_path):
     folder.mkdir()
     write_chinchilla_like(folder, noise=0.01)
     results = run_backtest(["chinchilla"], tmp_path, resamples=20)
+    results = results[results["method"] == "paper"]
     assert results["rel_error"].abs().max() < 0.1
     assert results["covered"].isin([True, False]).all()
     summary = summarize(results)
@@ -71,7 +81,8 @@ def test_held_out_runs_from_the_same_law_are_covered_by_prediction_intervals(tmp
         folder = tmp_path / str(seed) / "chinchilla"
         folder.mkdir(parents=True)
         write_chinchilla_like(folder, noise=0.01, seed=seed)
-        summary = summarize(run_backtest(["chinchilla"], folder.parent, resamples=40, seed=seed))
+        results = run_backtest(["chinchilla"], folder.parent, resamples=40, seed=seed)
+        summary = summarize(results[results["method"] == "paper"])
         coverage.append(summary["coverage"].iloc[0])
         coverage_pred.append(summary["coverage_pred"].iloc[0])
     assert 0.75 <= np.mean(coverage_pred) <= 1.0, coverage_pred
@@ -81,12 +92,12 @@ def test_held_out_runs_from_the_same_law_are_covered_by_prediction_intervals(tmp
 def test_shortfalls_tell_a_biased_law_from_scatter():
     summary = pd.DataFrame(
         [
-            ("l2l", "biased", "big", 10, 0.02, 0.5, 0.0, 0.5),
-            ("l2l", "scattered", "big", 10, 0.0, 0.6, 0.2, 0.2),
-            ("l2l", "fine", "big", 10, 0.0, 0.9, 0.1, 0.0),
-            ("l2l", "one miss", "big", 6, 0.0, 5 / 6, 1 / 6, 0.0),
+            ("l2l", "biased", "paper", "big", 10, 0.02, 0.5, 0.0, 0.5),
+            ("l2l", "scattered", "paper", "big", 10, 0.0, 0.6, 0.2, 0.2),
+            ("l2l", "fine", "paper", "big", 10, 0.0, 0.9, 0.1, 0.0),
+            ("l2l", "one miss", "paper", "big", 6, 0.0, 5 / 6, 1 / 6, 0.0),
         ],
-        columns=["testbed", "setting", "holdout", "n", "mean_rel_error", "coverage_pred",
+        columns=["testbed", "setting", "method", "holdout", "n", "mean_rel_error", "coverage_pred",
                  "above_pred", "below_pred"],
     )  # fmt: skip
     notes = shortfalls(summary, 0.9)
@@ -127,15 +138,72 @@ def test_cli_on_the_papers_chinchilla_points(tmp_path, capsys):
                  "--resamples", "20"]) == 0  # fmt: skip
     results = pd.read_csv(tmp_path / "backtest.csv")
     assert tuple(results.columns) == COLUMNS
-    assert len(results) == 16 and results["rel_error"].abs().max() < 0.05
+    assert len(results) == 3 * 16 and results["rel_error"].abs().max() < 0.05
     assert tuple(pd.read_csv(tmp_path / "backtest_summary.csv").columns) == SUMMARY_COLUMNS
+    methods = pd.read_csv(tmp_path / "backtest_methods.csv")
+    assert tuple(methods.columns) == METHOD_COLUMNS
+    assert list(methods["method"]) == ["paper", "calibrated", "selected"]
+    assert (tmp_path / "backtest_chinchilla.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "interval coverage" in printed and "coverage_pred" in printed
+    assert "per method" in printed
 
 
 def test_gadre_holds_out_the_1b_runs():
-    rows = pd.DataFrame(backtest_gadre(shared_path("gadre"), 20, 0.9, 0))
-    assert set(rows["run"].str.contains("open_lm_1b")) == {True}
+    every = pd.DataFrame(backtest_gadre(shared_path("gadre"), 20, 0.9, 0))
+    assert set(every["run"].str.contains("open_lm_1b")) == {True}
+    assert every.groupby("method").size().to_dict() == {"paper": 12, "calibrated": 12,
+                                                        "selected": 12}  # fmt: skip
+    rows = every[every["method"] == "paper"]
     assert len(rows) == 2 * 6  # loss and chained error, for 2 runs in each of 3 corpora
     loss = rows[rows["metric"] == "loss_c4_val"]
     assert loss["rel_error"].abs().max() < 0.03
+
+
+def test_no_method_sees_the_runs_it_is_judged_on(tmp_path):
+    """Replacing the held-out runs' losses by nonsense changes no prediction of any method, nor
+    any interval or choice: calibration and selection use the fitting data only."""
+    clean = pd.DataFrame(backtest_chinchilla(write_chinchilla_like(tmp_path, noise=0.01), 20,
+                                             0.9, 0))  # fmt: skip
+    points = pd.read_csv(tmp_path / "svg_extracted_data.csv")
+    held = points["Training FLOP"] > 1.7e21
+    points.loc[held, "loss"] = points.loc[held, "loss"] * 3.0
+    points.to_csv(tmp_path / "svg_extracted_data.csv", index=False)
+    poisoned = pd.DataFrame(backtest_chinchilla(tmp_path, 20, 0.9, 0))
+    for column in ("predicted", "lower_pred", "upper_pred", "choice", "interval"):
+        pd.testing.assert_series_equal(clean[column], poisoned[column])
+    assert not np.allclose(clean["actual"], poisoned["actual"])
+
+
+def test_summarize_methods_pools_settings_per_quantity(tmp_path):
+    results = run_backtest(["chinchilla"], _chinchilla_root(tmp_path), resamples=20)
+    methods = summarize_methods(results)
+    assert tuple(methods.columns) == METHOD_COLUMNS
+    for row in methods.itertuples():
+        mine = results[results["method"] == row.method]
+        assert row.n == len(mine)
+        assert row.mean_abs_rel_error == pytest.approx(mine["rel_error"].abs().mean())
+        assert row.coverage == pytest.approx(mine["covered_pred"].astype(float).mean())
+        assert row.coverage + row.above + row.below == pytest.approx(1.0)
+
+
+def _chinchilla_root(tmp_path):
+    folder = tmp_path / "chinchilla"
+    folder.mkdir()
+    write_chinchilla_like(folder, noise=0.01)
+    return tmp_path
+
+
+def test_l2l_methods_on_the_papers_sweep():
+    """Every method predicts every held-out run; multi-source gives one prediction per run."""
+    rows = pd.DataFrame(backtest_l2l(shared_path("l2l"), 10, 0.9, 0))
+    held = rows[(rows["method"] == "paper") & (rows["setting"] == "kaplan law of val_loss")]
+    assert len(held) == 66
+    single = rows[rows["quantity"] == "val_loss from (N, D)"]
+    assert single.groupby("method").size().to_dict() == {"paper": 132, "calibrated": 132,
+                                                         "selected": 66}  # fmt: skip
+    assert single.loc[single["method"] == "selected", "choice"].nunique() == 1  # once per study
+    multi = rows[rows["method"] == "multi_source"]
+    assert len(multi) == 66 and multi["run"].is_unique
+    assert (multi["lower_pred"] < multi["predicted"]).all()
+    assert (multi["upper_pred"] > multi["predicted"]).all()
