@@ -26,6 +26,40 @@ here with scipy rather than with ``analysis.fit_law``):
    The loss comes from the loss law; the error from the error law applied to that predicted loss
    (the paper's chain from (N, M) to error). Where a run is in the data, its observed loss and
    error and the signed relative error (predicted / observed - 1) stand beside the prediction.
+   These are the rows with ``method`` = ``paper``: the paper's exact numbers. Each carries the
+   90% prediction interval ``loss_predicted_lower``/``_upper`` of the same law refitted by
+   ``analysis.fit_law`` (least squares, as ``curve_fit``) on the same five runs: the delta
+   method (five points for four parameters cannot be resampled) combined with the fit's
+   residual scatter (``Law.predict_interval(kind="prediction")``); ``error_predicted_lower``/
+   ``_upper`` are those ends mapped through the fitted error law (increasing in the loss; its
+   own uncertainty is left out). It covers the fit's noise only, not the error of
+   extrapolation (``analysis.backtest``: 17% coverage of the 1.4B runs' error).
+
+5. Two more methods predict the same targets, each fitted on every run of the corpus smaller
+   than the target (N below the target's N), so that every prediction is an extrapolation in
+   model size, with the interval of ``analysis.calibrate`` (the error model of nested backtests
+   by model size inside those runs, ``GADRE_MIN_LEVELS`` sizes at least; ``choice`` names the
+   procedure, ``interval`` the error model):
+
+   - ``calibrated``: the paper's procedure (loss law on the M = 20 runs plus the smallest model at
+     M = 320 of the sizes fitted, error law on the same runs, chained) with its calibrated
+     interval. Its fit set needs five runs, so it cannot be refitted at the nested cuts below
+     four sizes: for the 1.4B targets (fitted on the four small sizes) its calibration is the
+     run-to-run scatter only (no nested error, no correction: ``interval`` says "0 nested
+     cuts"); for the 6.9B target the cut at 0.411B gives it the 1.4B runs' errors.
+   - ``selected``: the candidate of ``analysis.backtest.gadre_candidates`` (the paper's fit set,
+     every run with M <= 20, every run) with the smallest nested-backtest error, chosen once for
+     the study pooled over every corpus, separately for the loss and for the chained error. The
+     choice looks only at runs below the target's size: for the 6.9B target that is every
+     released run; for the 1.4B runs, whose observed values the rows report, it is the runs below
+     1.4B (as ``analysis.backtest``), so their relative errors stay those of a held-out check.
+
+   The new methods predict a target only when at least ``MIN_FIT_SIZES`` (4) model sizes lie
+   below it, as many as the paper's loss law is fitted on: the 1.4B runs and the 6.9B target.
+   The runs of the smaller sizes have NaN predictions in these rows: with three sizes or fewer
+   the paper's fit set cannot be formed, and a nested backtest of the others would rest on
+   fits of two sizes (slow, as the 128-start ``curve_fit`` wanders on 6 points, and telling
+   little about a law's extrapolation).
 
 Reference: the paper's Table 6, C4 row (E 1.51, a 141, b 190, eta 0.121, epsilon 0.850, k 2.08,
 gamma 0.756). This reproduction matches it to the printed digits.
@@ -43,14 +77,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from analysis.fit import single_threaded
 from analysis.reproduce.report import Reproduction, save_figure, side_by_side, write_csv
 from analysis.testbeds import load_gadre, wide
 from analysis.testbeds.gadre import DATASETS, MODEL_SIZES, SUBSET_17, model_name
 
 COLUMNS = ("dataset", "E", "a", "b", "eta", "epsilon", "k", "gamma", "M_star")
-PREDICTION_COLUMNS = ("dataset", "size", "N", "M", "D", "C", "in_data", "loss_predicted",
-                      "loss_observed", "loss_relative_error", "error_predicted", "error_observed",
-                      "error_relative_error")  # fmt: skip
+PREDICTION_COLUMNS = ("dataset", "method", "choice", "size", "N", "M", "D", "C", "in_data",
+                      "loss_predicted", "loss_predicted_lower", "loss_predicted_upper",
+                      "loss_observed", "loss_relative_error", "error_predicted",
+                      "error_predicted_lower", "error_predicted_upper", "error_observed",
+                      "error_relative_error", "interval")  # fmt: skip
+METHODS = ("paper", "calibrated", "selected")
+LEVEL = 0.9  # of every prediction interval in gadre_predictions.csv
+PAPER_CHOICE = "paper's fit set"  # the name of analysis.backtest's paper predictor
+MIN_FIT_SIZES = 4  # the new methods predict a target with at least 4 model sizes below it
 
 
 def open_lm_params(width: int, layers: int, vocab: int = 50432) -> int:
@@ -91,9 +132,24 @@ def error_law(loss: np.ndarray, k: float, gamma: float, epsilon: float) -> np.nd
 
 
 def fit_loss_law(N, M, loss) -> dict[str, float]:
-    """128-start ``curve_fit`` of ``loss_law``; the paper's parameters of the best start."""
+    """128-start ``curve_fit`` of ``loss_law``; the paper's parameters of the best start.
+    Deterministic, so a fit of the same points is computed once per process (the nested
+    backtests of ``new_method_predictions`` and ``analysis.backtest`` refit the same sets: the
+    loss and the chained error, the selection and the calibration); a copy is returned."""
     x = np.array([N, M], dtype=float)
     y = np.asarray(loss, dtype=float)
+    key = (x.tobytes(), y.tobytes())
+    if key not in _LOSS_FITS:
+        if len(_LOSS_FITS) >= 1024:
+            _LOSS_FITS.clear()
+        _LOSS_FITS[key] = _fit_loss_law(x, y)
+    return dict(_LOSS_FITS[key])
+
+
+_LOSS_FITS: dict[tuple[bytes, bytes], dict[str, float]] = {}
+
+
+def _fit_loss_law(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     best, best_residual, failed = None, np.inf, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)  # covariance warnings: parameters only
@@ -188,9 +244,97 @@ def predictions(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
     table["loss_predicted"] = overtrain_loss(fit, table["C"].to_numpy(), table["M"].to_numpy())
     table["error_predicted"] = error_law(table["loss_predicted"].to_numpy(), fit["k"],
                                          fit["gamma"], fit["epsilon"])  # fmt: skip
+    lower, upper = paper_loss_interval(runs, fit, table["C"].to_numpy(), table["M"].to_numpy())
+    table["loss_predicted_lower"], table["loss_predicted_upper"] = lower, upper
+    # the error law is monotone in the loss (increasing for k, gamma > 0): map the ends
+    ends = [error_law(v, fit["k"], fit["gamma"], fit["epsilon"]) for v in (lower, upper)]
+    table["error_predicted_lower"] = np.minimum(*ends)
+    table["error_predicted_upper"] = np.maximum(*ends)
+    table["method"], table["choice"] = "paper", PAPER_CHOICE
+    table["interval"] = (f"delta method of the refitted loss law and its residual scatter "
+                         f"({LEVEL:.0%} prediction), mapped through the error law")  # fmt: skip
+    _relative_errors(table)
+    return table.sort_values(["in_data", "C", "M"], ascending=[False, True, True])
+
+
+def _relative_errors(table: pd.DataFrame) -> None:
     for what in ("loss", "error"):
         table[f"{what}_relative_error"] = table[f"{what}_predicted"] / table[f"{what}_observed"] - 1
-    return table.sort_values(["in_data", "C", "M"], ascending=[False, True, True])
+
+
+def paper_loss_interval(runs: pd.DataFrame, fit: dict, C, M, level: float = LEVEL):
+    """The 90% prediction interval of the paper's loss law at (C, M): the same law refitted by
+    ``analysis.fit_law`` (least squares, as ``curve_fit``) on the paper's five runs, the delta
+    method combined with its residual scatter (as ``analysis.backtest``)."""
+    from analysis.backtest import _quiet_fit  # here: analysis.backtest imports this module
+
+    loss_points, _ = fit_points(runs, fit["dataset"])
+    inputs = {"C": loss_points["C"].to_numpy(float), "M": loss_points["M"].to_numpy(float)}
+    law = _quiet_fit("overtrain", inputs, loss_points[LOSS].to_numpy(float),
+                     objective="least_squares")  # fmt: skip
+    return law.predict_interval(level, kind="prediction", C=np.asarray(C, float),
+                                M=np.asarray(M, float))  # fmt: skip
+
+
+def new_method_predictions(runs: pd.DataFrame, paper: pd.DataFrame,
+                           level: float = LEVEL) -> pd.DataFrame:  # fmt: skip
+    """The ``calibrated`` and ``selected`` rows (item 5 of the module's docstring) of the targets
+    of ``paper`` (the paper's rows of every corpus): per target size, each corpus' runs below it
+    are the fit table; the loss and the chained error are calibrated separately."""
+    from analysis.backtest import GADRE_MIN_LEVELS, gadre_candidates
+    from analysis.calibrate import calibrated_prediction, nested_cuts, select_predictor
+
+    keep = ["dataset", "size", "N", "M", "D", "C", "in_data", "loss_observed", "error_observed"]
+    tables = {m: paper[keep].reset_index(drop=True).assign(method=m) for m in METHODS[1:]}
+    notes = {m: {what: [""] * len(paper) for what in ("choice", "interval")} for m in tables}
+    base = tables["calibrated"]
+    for what, column, with_error in (("loss", LOSS, False), ("error", "error", True)):
+        candidates = gadre_candidates(with_error)
+        for method in tables:
+            tables[method][f"{what}_predicted"] = np.nan
+            tables[method][f"{what}_predicted_lower"] = np.nan
+            tables[method][f"{what}_predicted_upper"] = np.nan
+        for horizon in sorted(base["N"].unique()):
+            fits = {d: runs[(runs["dataset"] == d) & (runs["N"] < horizon)]
+                    for d in base["dataset"].unique()}  # fmt: skip
+            fits = {d: f.assign(actual=f[column]) for d, f in fits.items()}
+            cuts = {d: nested_cuts(f["N"], GADRE_MIN_LEVELS) for d, f in fits.items()}
+            if any(f["N"].nunique() < MIN_FIT_SIZES for f in fits.values()):
+                continue  # too few smaller sizes to extrapolate from: NaN rows
+            groups = [(f, cuts[d]) for d, f in fits.items()]
+            try:  # once for the study at this horizon, pooled over the corpora
+                chosen, _ = select_predictor(candidates, groups, "N")
+            except ValueError:  # no candidate can be tested on runs this small
+                chosen = None
+            for method, predictor in (("calibrated", candidates[0]), ("selected", chosen)):
+                if predictor is None:
+                    continue
+                for dataset, fit in fits.items():
+                    at = base.index[(base["dataset"] == dataset) & (base["N"] == horizon)]
+                    if at.empty:
+                        continue
+                    try:
+                        result = calibrated_prediction(predictor, fit, base.loc[at], "N",
+                                                       cuts[dataset], level)  # fmt: skip
+                    except (ValueError, RuntimeError, np.linalg.LinAlgError):
+                        continue  # too few smaller sizes for this procedure: NaN
+                    table = tables[method]
+                    table.loc[at, f"{what}_predicted"] = result.point
+                    table.loc[at, f"{what}_predicted_lower"] = result.lower
+                    table.loc[at, f"{what}_predicted_upper"] = result.upper
+                    model = result.model
+                    for i in at:
+                        notes[method]["choice"][i] += f"{what}: {predictor.name}; "
+                        notes[method]["interval"][i] += (
+                            f"{what}: calibrated on {model.n_cuts} nested cuts "
+                            f"({model.n_errors} errors), bias {model.bias:+.4f} +- "
+                            f"{model.bias_spread:.4f}, growth {model.growth:.4f} per span, "
+                            f"scatter {model.scatter:.4f}, distance {result.distance[0]:.2f}; ")
+    for method, table in tables.items():
+        table["choice"] = [c.removesuffix("; ") for c in notes[method]["choice"]]
+        table["interval"] = [c.removesuffix("; ") for c in notes[method]["interval"]]
+        _relative_errors(table)
+    return pd.concat(tables.values(), ignore_index=True)
 
 
 def figure(runs: pd.DataFrame, fits: pd.DataFrame) -> Figure:
@@ -224,6 +368,12 @@ def figure(runs: pd.DataFrame, fits: pd.DataFrame) -> Figure:
     return fig
 
 
+def _with_interval(row: dict, column: str) -> str:
+    if not np.isfinite(row[column]):
+        return "-"
+    return f"{row[column]:.4f} [{row[column + '_lower']:.4f}, {row[column + '_upper']:.4f}]"
+
+
 def _colors(n: int):
     from matplotlib import colormaps
 
@@ -231,12 +381,18 @@ def _colors(n: int):
 
 
 def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
+    with single_threaded():  # tiny problems: BLAS threads only add hand-off latency
+        return _reproduce(data, out)
+
+
+def _reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
     result = Reproduction("gadre")
     runs = runs_frame(data)
     present = [d for d in DATASETS if d in set(runs["dataset"])]
     fits = pd.DataFrame([fit_dataset(runs, d) for d in present])
     result.tables["gadre_fits.csv"] = write_csv(fits, out, "gadre_fits.csv", COLUMNS)
-    predicted = pd.concat([predictions(runs, fit) for fit in fits.to_dict("records")])
+    paper = pd.concat([predictions(runs, fit) for fit in fits.to_dict("records")])
+    predicted = pd.concat([paper, new_method_predictions(runs, paper)], ignore_index=True)
     result.tables["gadre_predictions.csv"] = write_csv(
         predicted, out, "gadre_predictions.csv", PREDICTION_COLUMNS
     )
@@ -254,22 +410,35 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         if fit["failed_starts"]:
             result.say(f"note: {fit['dataset']}: {fit['failed_starts']} of 128 starts hit maxfev "
                        "and were skipped (the repository would have raised)")  # fmt: skip
-    result.say("predictions (gadre_predictions.csv): loss law, then error law on the predicted loss")
-    targets = {(model, m) for model, _, m in TARGETS}
+    result.say("predictions (gadre_predictions.csv): loss law, then error law on the predicted "
+               f"loss; [{LEVEL:.0%} prediction interval]; calibrated / selected: fitted on the "
+               "runs below the target's size, intervals from nested backtests")  # fmt: skip
+    targets = {(MODEL_SIZES[model], m) for model, _, m in TARGETS}
     for dataset, group in predicted.groupby("dataset", sort=False):
-        present = group[group["in_data"]]
-        result.say(
-            f"  {dataset}: {len(present)} held-out runs in the data, median |relative error| "
-            f"loss {present['loss_relative_error'].abs().median():.1%}, "
-            f"error {present['error_relative_error'].abs().median():.1%}"
-        )
+        for method in METHODS:
+            rows = group[(group["method"] == method) & group["in_data"]]
+            done = rows[rows["loss_predicted"].notna()]
+            result.say(
+                f"  {dataset} [{method}]: {len(done)} of {len(rows)} held-out runs in the data "
+                "predicted, median |relative error| "
+                f"loss {done['loss_relative_error'].abs().median():.1%}, "
+                f"error {done['error_relative_error'].abs().median():.1%}"
+            )
         for row in group.to_dict("records"):
-            if (row["model"], row["M"]) not in targets:
+            if (row["size"], row["M"]) not in targets:
                 continue
             seen = (f"observed {row['loss_observed']:.4f} / {row['error_observed']:.4f}"
                     if row["in_data"] else "not in the data")  # fmt: skip
-            result.say(f"    {row['size']} M={row['M']:g}: loss {row['loss_predicted']:.4f}, "
-                       f"error {row['error_predicted']:.4f} ({seen})")  # fmt: skip
+            result.say(
+                f"    {row['size']} M={row['M']:g} {row['method']:>10}: loss "
+                f"{_with_interval(row, 'loss_predicted')}, error "
+                f"{_with_interval(row, 'error_predicted')} ({seen})"
+                + ("" if row["method"] == "paper" else f"  [{row['choice']}]")
+            )
+    selected = predicted[(predicted["method"] == "selected") & (predicted["size"] ==
+                         MODEL_SIZES[TARGETS[0][0]])]["choice"].unique()  # fmt: skip
+    result.say(f"selected for the {MODEL_SIZES[TARGETS[0][0]]} target (nested backtests on every "
+               f"released run, pooled over the corpora): {'; '.join(selected)}")  # fmt: skip
     sizes = ", ".join(f"{MODEL_SIZES[m]}" for m in LOSS_MODELS)
     result.say(f"fitted on {sizes} (M=20), 0.011B (M=320); error law adds 1.4B (M=20). "
                "M_star = (b/a)^(1/(2 eta)) is derived, not a paper number.")  # fmt: skip

@@ -32,6 +32,33 @@ target runs' measured values are not part of this package. This reproduction mat
 at least five significant digits. ``ladder_check.csv`` also holds the same two predictions for the
 7B-4T target (N = 6,887,575,552, D = 3,945,065,873,408, as the repository's ``predict.py`` usage
 lines give them), for which the repository publishes no prediction to compare with.
+
+``ladder_check.csv`` has one row per task and ``method``, each predicted column X with its 90%
+prediction interval ``X_lower``, ``X_upper``:
+
+- ``paper``: the repository's numbers above, unchanged; ``fit_error`` and the ``*_published``
+  columns are on these rows only. The interval is that of step 1 refitted by
+  ``analysis.fit_law`` (the same law and summed Huber objective) on the same 16 points, with
+  ``RESAMPLES`` bootstrap resamples of the runs, combined with the fit's residual scatter
+  (``Law.predict_interval(kind="prediction")``), and mapped through the fitted sigmoid for the
+  accuracy (decreasing in the loss: the ends swap; step 2's own uncertainty is left out). It
+  covers the fit's noise only, not the error of extrapolation (``analysis.backtest``: 50% to
+  83% coverage of the 3B runs on several tasks).
+- ``calibrated``: the same two steps (``analysis.backtest._ladder_predictor``) fitted on the same
+  16 runs, its point corrected and its interval widened by the error model of nested backtests
+  by model size inside them (fit 190M-370M, predict 760M and 1B; fit 190M-760M, predict 1B:
+  ``analysis.calibrate``, ``LADDER_MIN_LEVELS`` sizes at least); the targets' scale is their N.
+- ``selected``: the step 1 (the paper's, or the over-training form in (C, M)) that those
+  nested backtests favour, chosen once for the ladder pooled over every task's task loss and
+  chained accuracy (as ``analysis.backtest``), calibrated the same way; ``choice`` names it.
+
+The calibrated error model is multiplicative (log(actual / predicted)), so a wide accuracy
+interval can pass 1: its ends are clipped to [0, 1], which changes no coverage.
+
+What a calibrated interval covers: where a run of the target's configuration lands, trained as
+the ladder's runs were, if the error keeps growing with the distance of extrapolation as it does
+inside the ladder; the 13B target lies 1.2 ladder spans (the 7B 0.9) beyond 1B in log N, further than any
+nested backtest reaches (0.8 at most), so the interval extrapolates the error model too.
 """
 
 from __future__ import annotations
@@ -47,6 +74,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 
+from analysis.fit import single_threaded
 from analysis.reproduce.report import Reproduction, fmt, save_figure, side_by_side, write_csv
 from analysis.testbeds import load_ladder, wide
 from analysis.testbeds.ladder import MODEL_PARAMS, parse_run
@@ -62,6 +90,17 @@ STEP1_START = (3.0, 6.0, 0.1, 0.2, 1.0)  # [log A, log B, alpha, beta, E]
 HUBER_DELTA = 1e-3
 TARGET_13B = (13_202_396_160, 5_000_088_518_656)  # N, D of the 13B-5T target (README, predict.py)
 TARGET_7B = (6_887_575_552, 3_945_065_873_408)  # N, D of the 7B-4T target (predict.py's usage lines)
+METHODS = ("paper", "calibrated", "selected")
+LEVEL = 0.9  # of every prediction interval in ladder_check.csv
+RESAMPLES, SEED = 100, 0  # bootstrap of the paper rows' interval
+PREDICTED = ("pred_13b_task_loss", "pred_13b_accuracy", "pred_7b_task_loss", "pred_7b_accuracy")
+CHECK_COLUMNS = (
+    "task", "method", "choice", "fit_error", "fit_error_published",
+    *(c for name in PREDICTED[:2] for c in (name, f"{name}_lower", f"{name}_upper",
+                                            f"{name}_published")),
+    *(c for name in PREDICTED[2:] for c in (name, f"{name}_lower", f"{name}_upper")),
+)  # fmt: skip
+PAPER_CHOICE = "paper's step 1"  # the name of analysis.backtest's paper predictor
 
 
 @dataclass(frozen=True)
@@ -247,6 +286,82 @@ def fit_task(frame: pd.DataFrame, task: Task) -> dict:
     }  # fmt: skip
 
 
+def paper_intervals(frame: pd.DataFrame, task: Task, fit: dict, level: float = LEVEL) -> dict:
+    """The ``paper`` row's ``X_lower``, ``X_upper``: step 1 refitted by ``analysis.fit_law`` on
+    the 16 points (summed Huber), bootstrapped, its prediction interval at the 13B and 7B
+    targets; the accuracy's from the loss's ends through the fitted sigmoid (they swap)."""
+    from analysis import huber_log
+    from analysis.backtest import _bootstrap, _quiet_fit  # here: it imports this module
+
+    points = step1_points(frame, task)
+    inputs = {"N": points["N"].to_numpy(float), "D": points["D"].to_numpy(float)}
+    y = points["y"].to_numpy(float)
+    law = _quiet_fit("chinchilla", inputs, y, objective=huber_log(reduction="sum"))
+    law, _ = _bootstrap(law, inputs, y, RESAMPLES, SEED)
+    targets = np.array([TARGET_13B, TARGET_7B], dtype=float)
+    lower, upper = law.predict_interval(level, kind="prediction", N=targets[:, 0],
+                                        D=targets[:, 1])  # fmt: skip
+    step2 = (fit["a"], fit["L0"], fit["k"], fit["b"])
+    ends = [sigmoid(v, *step2) for v in (lower, upper)]
+    row = {}
+    for i, size in enumerate(("13b", "7b")):
+        row[f"pred_{size}_task_loss_lower"] = lower[i]
+        row[f"pred_{size}_task_loss_upper"] = upper[i]
+        row[f"pred_{size}_accuracy_lower"] = min(ends[0][i], ends[1][i])
+        row[f"pred_{size}_accuracy_upper"] = max(ends[0][i], ends[1][i])
+    return row
+
+
+def new_method_checks(frame: pd.DataFrame,
+                      level: float = LEVEL) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The ``calibrated`` and ``selected`` rows of every task (the module's docstring), and the
+    selection's scores (one row per candidate step 1: mean |log error| of the nested backtests,
+    pooled over the tasks' task loss and chained accuracy)."""
+    from analysis.backtest import LADDER_MIN_LEVELS, _dispatch, _ladder_predictor, _ladder_targets
+    from analysis.calibrate import Predictor, calibrated_prediction, nested_cuts, select_predictor
+
+    targets = pd.DataFrame({"run": ["13B-5T", "7B-4T"], "N": [float(v) for v in
+                            (TARGET_13B[0], TARGET_7B[0])], "D": [float(v) for v in
+                            (TARGET_13B[1], TARGET_7B[1])]})  # fmt: skip
+    targets = targets.assign(C=6 * targets["N"] * targets["D"], M=targets["D"] / targets["N"])
+    tables, groups, candidates = {}, [], {}
+    for task in TASKS:
+        fit_table = _ladder_targets(frame, task)
+        cuts = nested_cuts(fit_table["N"], LADDER_MIN_LEVELS)
+        tables[task.name] = (fit_table, cuts)
+        for accuracy in (False, True):
+            groups.append((fit_table.assign(actual=fit_table["accuracy" if accuracy else "loss"]),
+                           cuts))  # fmt: skip
+            candidates[task.name, accuracy] = [
+                _ladder_predictor(frame, task, accuracy, step1) for step1 in ("paper", "overtrain")
+            ]
+    # one step 1 for the whole ladder: every candidate scored on every (task, quantity), pooled
+    names = [p.name for p in candidates[TASKS[0].name, False]]
+    pooled = [Predictor(name, _dispatch(candidates, i, groups), 9) for i, name in enumerate(names)]
+    indexed = [(table.assign(group=g), cuts) for g, (table, cuts) in enumerate(groups)]
+    chosen, scores = select_predictor(pooled, indexed, "N")
+    choice = names.index(chosen.name)
+    rows = []
+    for method, index in (("calibrated", 0), ("selected", choice)):
+        for task in TASKS:
+            fit_table, cuts = tables[task.name]
+            row = {"task": task.name, "method": method, "choice": names[index]}
+            for accuracy, what in ((False, "task_loss"), (True, "accuracy")):
+                fit_set = fit_table.assign(actual=fit_table["accuracy" if accuracy else "loss"])
+                result = calibrated_prediction(candidates[task.name, accuracy][index], fit_set,
+                                               targets, "N", cuts, level)  # fmt: skip
+                lower, upper = result.lower, result.upper
+                if accuracy:  # the error model is multiplicative: keep its ends in [0, 1]
+                    lower = np.minimum(np.maximum(lower, 0.0), result.point)
+                    upper = np.maximum(np.minimum(upper, 1.0), result.point)
+                for i, size in enumerate(("13b", "7b")):
+                    row[f"pred_{size}_{what}"] = result.point[i]
+                    row[f"pred_{size}_{what}_lower"] = lower[i]
+                    row[f"pred_{size}_{what}_upper"] = upper[i]
+            rows.append(row)
+    return pd.DataFrame(rows), scores
+
+
 def figure(frame: pd.DataFrame, fits: pd.DataFrame) -> Figure:
     """Step 1 (task loss against tokens, one curve per size) and step 2 (accuracy against task
     loss), one column per task, as the repository's step1_main.png and step2_main.png."""
@@ -277,17 +392,25 @@ def figure(frame: pd.DataFrame, fits: pd.DataFrame) -> Figure:
 
 
 def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
+    with single_threaded():  # tiny problems: BLAS threads only add hand-off latency
+        return _reproduce(data, out)
+
+
+def _reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
     result = Reproduction("ladder")
     frame = checkpoints(data)
     fits = pd.DataFrame([fit_task(frame, task) for task in TASKS])
     result.tables["ladder_fits.csv"] = write_csv(fits, out, "ladder_fits.csv", COLUMNS)
-    checks = fits[["task", "fit_error", "pred_13b_task_loss", "pred_13b_accuracy"]].copy()
+    paper = fits[["task", "fit_error", *PREDICTED]].assign(method="paper", choice=PAPER_CHOICE)
     for i, name in enumerate(("fit_error", "pred_13b_task_loss", "pred_13b_accuracy")):
-        checks[f"{name}_published"] = checks["task"].map(lambda t, i=i: PUBLISHED[t][i])
+        paper[f"{name}_published"] = paper["task"].map(lambda t, i=i: PUBLISHED[t][i])
     # the 7B-4T target has no published prediction to check against: ours only
-    checks[["pred_7b_task_loss", "pred_7b_accuracy"]] = fits[["pred_7b_task_loss",
-                                                              "pred_7b_accuracy"]]  # fmt: skip
-    result.tables["ladder_check.csv"] = write_csv(checks, out, "ladder_check.csv", checks.columns)
+    records = zip(TASKS, fits.to_dict("records"), strict=True)
+    intervals = pd.DataFrame([paper_intervals(frame, task, fit) for task, fit in records])
+    paper = pd.concat([paper.reset_index(drop=True), intervals], axis=1)
+    new, scores = new_method_checks(frame)
+    checks = pd.concat([paper, new], ignore_index=True)
+    result.tables["ladder_check.csv"] = write_csv(checks, out, "ladder_check.csv", CHECK_COLUMNS)
     result.figures.append(save_figure(figure(frame, fits), out, "ladder_fits.png"))
 
     result.say(
@@ -314,6 +437,13 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
                 headers=("", "ours", "OLMo-ladder"),
             )
         )
+        for row in checks[checks["task"] == fit["task"]].to_dict("records"):
+            result.say(
+                f"  {row['method']:>10}  13B task loss {_with_interval(row, 'pred_13b_task_loss')}"
+                f", accuracy {_with_interval(row, 'pred_13b_accuracy')};  7B task loss "
+                f"{_with_interval(row, 'pred_7b_task_loss')}, accuracy "
+                f"{_with_interval(row, 'pred_7b_accuracy')}"
+            )
         if fit["covariance_warning"]:
             result.say(
                 "  note: curve_fit warned (covariance); the repository would retry other starts"
@@ -324,4 +454,15 @@ def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:
         if fit["E"] == 0.0 or "ABNORMAL" in message:
             result.say(f"  note: L-BFGS-B (the repository's one start, kept as is) stopped with "
                        f"E = {fit['E']:.3g}: {message}")
+    result.say(
+        f"ladder_check.csv: {LEVEL:.0%} prediction intervals [lower, upper]; paper: bootstrap of "
+        "step 1 (fit_law refit) and scatter, fit noise only; calibrated: the paper's two steps, "
+        "interval from nested backtests by model size; selected: "
+        + "; ".join(f"{r['choice']}{' (chosen)' if r['chosen'] else ''}, nested mean |log "
+                    f"error| {r['mean_abs_log_error']:.4f}" for r in scores.to_dict("records"))
+    )
     return result
+
+
+def _with_interval(row: dict, column: str) -> str:
+    return f"{row[column]:.4f} [{row[column + '_lower']:.4f}, {row[column + '_upper']:.4f}]"

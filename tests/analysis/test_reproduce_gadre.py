@@ -9,7 +9,10 @@ import pytest
 from analysis.reproduce import reproduce
 from analysis.reproduce.gadre import (
     COLUMNS,
+    METHODS,
+    MIN_FIT_SIZES,
     OPEN_LM_7B_PARAMS,
+    PAPER_CHOICE,
     PREDICTION_COLUMNS,
     error_law,
     fit_error_law,
@@ -38,11 +41,28 @@ def test_gadre_reproduces_table_6(tmp_path):
     assert "Table 6" in result.text
 
 
-def test_predictions_for_held_out_runs_and_the_papers_targets(tmp_path):
-    reproduce("gadre", shared_path("gadre"), tmp_path)
+@pytest.fixture(scope="module")
+def gadre_out(tmp_path_factory):
+    """One reproduction for the tests of its tables (the new methods' nested fits take ~30 s)."""
+    out = tmp_path_factory.mktemp("gadre")
+    result = reproduce("gadre", shared_path("gadre"), out)
+    return out, result
+
+
+# The paper's predictions of its 6.9B target (M = 20) before the new methods were added:
+# (loss, error) per corpus, from the paper's laws; the paper rows must keep them.
+PAPER_6_9B = {"c4_original": (2.2799, 0.4789), "rpj": (2.4427, 0.4719),
+              "rw_original": (2.4150, 0.4637)}  # fmt: skip
+PREDICTED = ("loss_predicted", "error_predicted")
+
+
+def test_predictions_for_held_out_runs_and_the_papers_targets(gadre_out):
+    tmp_path, _ = gadre_out
     fits = pd.read_csv(tmp_path / "gadre_fits.csv").set_index("dataset")
-    table = pd.read_csv(tmp_path / "gadre_predictions.csv")
-    assert tuple(table.columns) == PREDICTION_COLUMNS
+    every = pd.read_csv(tmp_path / "gadre_predictions.csv")
+    assert tuple(every.columns) == PREDICTION_COLUMNS
+    table = every[every["method"] == "paper"]
+    assert (table["choice"] == PAPER_CHOICE).all()
     # every corpus gets the 6.9B model at M = 20, which the released data lack
     big = table[table["size"] == "6.9B"]
     assert sorted(big["dataset"]) == ["c4_original", "rpj", "rw_original"]
@@ -63,6 +83,57 @@ def test_predictions_for_held_out_runs_and_the_papers_targets(tmp_path):
     assert abs(rpj["loss_relative_error"].iloc[0]) < 0.02
     held_out = table[table["in_data"]]
     assert held_out["loss_observed"].notna().all() and len(held_out) > 80
+    # the paper's numbers are unchanged by the new methods' rows
+    for dataset, (loss, error) in PAPER_6_9B.items():
+        row = big[big["dataset"] == dataset].iloc[0]
+        assert (row["loss_predicted"], row["error_predicted"]) == pytest.approx((loss, error),
+                                                                                abs=5e-5)
+
+
+def test_every_method_predicts_the_same_targets_within_its_interval(gadre_out):
+    tmp_path, result = gadre_out
+    table = pd.read_csv(tmp_path / "gadre_predictions.csv")
+    assert list(dict.fromkeys(table["method"])) == list(METHODS)
+    key = ["dataset", "size", "M"]
+    by_method = {m: table[table["method"] == m][key].reset_index(drop=True) for m in METHODS}
+    for method in METHODS[1:]:
+        pd.testing.assert_frame_equal(by_method[method], by_method["paper"])
+    # every predicted column has its 90% interval around the prediction, on every row
+    for column in PREDICTED:
+        rows = table[table[column].notna()]
+        assert (rows[f"{column}_lower"] <= rows[column]).all(), column
+        assert (rows[column] <= rows[f"{column}_upper"]).all(), column
+        assert (rows[f"{column}_lower"] < rows[f"{column}_upper"]).all(), column
+        assert table[column].isna().eq(table[f"{column}_lower"].isna()).all(), column
+    assert table.loc[table["method"] == "paper", list(PREDICTED)].notna().all().all()
+    # the new methods extrapolate: from at least MIN_FIT_SIZES sizes below the target only
+    sizes = table.groupby("dataset")["N"].apply(lambda n: sorted(n.unique()))
+    for method in METHODS[1:]:
+        rows = table[table["method"] == method]
+        for dataset, group in rows.groupby("dataset"):
+            below = group["N"].map(lambda n, d=dataset: sum(v < n for v in sizes[d]))
+            assert group.loc[below < MIN_FIT_SIZES, list(PREDICTED)].isna().all().all()
+            predicted = group[below >= MIN_FIT_SIZES]
+            assert set(predicted["size"]) == {"1.4B", "6.9B"}
+            assert predicted[list(PREDICTED)].notna().all().all(), (method, dataset)
+            observed = predicted[predicted["in_data"]]
+            np.testing.assert_allclose(
+                observed["loss_relative_error"],
+                observed["loss_predicted"] / observed["loss_observed"] - 1)
+    # the choice is recorded: the paper's procedure for calibrated, one choice per quantity
+    # for the study (the same on every corpus) for selected
+    new = table[(table["method"] != "paper") & table["loss_predicted"].notna()]
+    assert new["choice"].str.startswith("loss: ").all() and new["interval"].str.len().gt(0).all()
+    calibrated = new[new["method"] == "calibrated"]["choice"].unique().tolist()
+    assert calibrated == [f"loss: {PAPER_CHOICE}; error: {PAPER_CHOICE}"]
+    selected = new[new["method"] == "selected"]
+    for _, group in selected.groupby("size"):
+        assert group["choice"].nunique() == 1
+    names = {"paper's fit set", "every run with M <= 20", "every run"}
+    for choice in selected["choice"]:
+        loss, error = choice.removeprefix("loss: ").split("; error: ")
+        assert loss in names and error in names
+    assert "selected for the 6.9B target" in result.text
 
 
 def test_open_lm_parameter_count_matches_the_released_1b():
@@ -98,7 +169,7 @@ def test_gadre_needs_the_papers_tasks_and_runs(tmp_path):
         reproduce("gadre", tmp_path, tmp_path / "out")
 
 
-def test_command_line(tmp_path, capsys):
+def test_command_line(tmp_path, capsys, gadre_out):  # after gadre_out: its fits are cached
     from analysis.reproduce.__main__ import main
 
     assert main(["gadre", "--data", str(shared_path("gadre")), "--out", str(tmp_path)]) == 0

@@ -9,7 +9,11 @@ import pytest
 from analysis.reproduce import reproduce
 from analysis.reproduce.__main__ import main
 from analysis.reproduce.ladder import (
+    CHECK_COLUMNS,
     COLUMNS,
+    METHODS,
+    PAPER_CHOICE,
+    PREDICTED,
     PUBLISHED,
     fit_sigmoid,
     fit_task_loss,
@@ -21,12 +25,30 @@ from tests.analysis.test_testbeds import write_ladder_run
 from tests.conftest import shared_path
 
 
-def test_ladder_reproduces_the_repositorys_outputs(tmp_path):
-    reproduce("ladder", shared_path("ladder"), tmp_path)
+@pytest.fixture(scope="module")
+def ladder_out(tmp_path_factory):
+    """One reproduction for the tests of its tables."""
+    out = tmp_path_factory.mktemp("ladder")
+    return out, reproduce("ladder", shared_path("ladder"), out)
+
+
+# The paper rows' 7B-4T predictions (task loss, accuracy) before the new methods were added.
+PAPER_7B = {"mmlu": (0.786944, 0.483814), "hellaswag": (0.671263, 0.825231),
+            "arc_challenge": (0.794133, 0.514960), "arc_easy": (0.603764, 0.765883),
+            "piqa": (0.890325, 0.812202), "csqa": (0.712346, 0.757123),
+            "socialiqa": (1.004462, 0.587427), "openbookqa": (1.284767, 0.441688)}  # fmt: skip
+
+
+def test_ladder_reproduces_the_repositorys_outputs(ladder_out):
+    tmp_path, _ = ladder_out
     fits = pd.read_csv(tmp_path / "ladder_fits.csv")
     assert tuple(fits.columns) == COLUMNS
     assert fits["task"].tolist() == list(PUBLISHED)
-    checks = pd.read_csv(tmp_path / "ladder_check.csv")
+    every = pd.read_csv(tmp_path / "ladder_check.csv")
+    assert tuple(every.columns) == CHECK_COLUMNS
+    checks = every[every["method"] == "paper"]
+    assert checks["task"].tolist() == list(PUBLISHED)
+    assert (checks["choice"] == PAPER_CHOICE).all()
     for name in ("fit_error", "pred_13b_task_loss", "pred_13b_accuracy"):
         np.testing.assert_allclose(
             checks[name], checks[f"{name}_published"], rtol=1e-4, err_msg=name
@@ -41,9 +63,42 @@ def test_ladder_reproduces_the_repositorys_outputs(tmp_path):
         assert row["pred_7b_task_loss"] > row["pred_13b_task_loss"]
         assert row["pred_7b_accuracy"] == pytest.approx(
             float(sigmoid(loss, fit["a"], fit["L0"], fit["k"], fit["b"])), rel=1e-9)
+        assert (row["pred_7b_task_loss"], row["pred_7b_accuracy"]) == pytest.approx(
+            PAPER_7B[row["task"]], abs=5e-6)
     assert (fits[["A", "B", "E", "alpha", "beta"]] >= 0).all().all()  # bounded at 0, as upstream
     assert ((fits["a"] >= -1) & (fits["a"] <= 0) & (fits["b"] <= 1)).all()
     assert (tmp_path / "ladder_fits.png").exists()
+
+
+def test_every_method_and_task_has_its_row_and_interval(ladder_out):
+    tmp_path, result = ladder_out
+    checks = pd.read_csv(tmp_path / "ladder_check.csv")
+    assert list(dict.fromkeys(checks["method"])) == list(METHODS)
+    for method in METHODS:
+        assert checks.loc[checks["method"] == method, "task"].tolist() == list(PUBLISHED)
+    # every row: lower <= prediction <= upper for every predicted column, accuracies in [0, 1]
+    for column in PREDICTED:
+        assert checks[[column, f"{column}_lower", f"{column}_upper"]].notna().all().all()
+        assert (checks[f"{column}_lower"] <= checks[column]).all(), column
+        assert (checks[column] <= checks[f"{column}_upper"]).all(), column
+        assert (checks[f"{column}_lower"] < checks[f"{column}_upper"]).all(), column
+        if "accuracy" in column:
+            assert checks[f"{column}_lower"].ge(0).all() and checks[f"{column}_upper"].le(1).all()
+    # the published columns and the fitting error belong to the paper's rows
+    new = checks[checks["method"] != "paper"]
+    published = [c for c in CHECK_COLUMNS if c.endswith("_published")] + ["fit_error"]
+    assert new[published].isna().all().all()
+    # the choice: the paper's step 1 for calibrated; one step 1 for the whole ladder for selected
+    assert (checks.loc[checks["method"] == "calibrated", "choice"] == PAPER_CHOICE).all()
+    selected = checks.loc[checks["method"] == "selected", "choice"]
+    assert selected.nunique() == 1
+    assert selected.iloc[0] in {PAPER_CHOICE, "over-training form in (C, M) for step 1"}
+    assert f"{selected.iloc[0]} (chosen)" in result.text
+    # the calibrated method refits the paper's two steps on the same runs: near the paper's
+    paper = checks[checks["method"] == "paper"].set_index("task")
+    calibrated = checks[checks["method"] == "calibrated"].set_index("task")
+    np.testing.assert_allclose(calibrated["pred_13b_task_loss"], paper["pred_13b_task_loss"],
+                               rtol=0.1)  # fmt: skip
 
 
 def test_step1_recovers_a_known_law():
