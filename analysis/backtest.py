@@ -169,13 +169,13 @@ def _intervals(law, level: float, **inputs):
     return tuple(law.predict_interval(level, kind=kind, **inputs) for kind in INTERVAL_KINDS)
 
 
-def _quiet_fit(*args, **kwargs):
+def quiet_fit(*args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bound/identifiability notes stay on law.warnings
         return fit_law(*args, **kwargs)
 
 
-def _bootstrap(law, inputs, target, resamples: int, seed: int):
+def with_bootstrap(law, inputs, target, resamples: int, seed: int):
     """``law`` with bootstrap resamples attached, and the name of the interval it will give."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -203,7 +203,7 @@ def law_predictor(form: str, objective=None, drop_smallest: int = 0, scale: str 
             fit = fit[fit[scale] > levels[drop_smallest - 1]]
         if drop_highest:
             fit = fit.sort_values("actual", kind="stable").iloc[:-drop_highest]
-        law = _quiet_fit(form, {k: fit[k].to_numpy(float) for k in inputs},
+        law = quiet_fit(form, {k: fit[k].to_numpy(float) for k in inputs},
                          fit["actual"].to_numpy(float), objective=objective)  # fmt: skip
         return law.predict(**{k: target[k].to_numpy(float) for k in inputs})
 
@@ -213,7 +213,7 @@ def law_predictor(form: str, objective=None, drop_smallest: int = 0, scale: str 
 # ----------------------------------------------------------------------------- l2l
 
 
-def _l2l_train_to_train(sweep: pd.DataFrame, data0: str, data1: str) -> Predictor:
+def train_to_train_predictor(sweep: pd.DataFrame, data0: str, data1: str) -> Predictor:
     """The paper's train-to-train procedure on a table of paired runs (``paired``, with ``actual``
     = the y loss and ``C`` = the pair's budget): the E's from each corpus' Kaplan fit of its
     runs up to the largest budget of the pairs fitted, then OLS in log space."""
@@ -222,7 +222,7 @@ def _l2l_train_to_train(sweep: pd.DataFrame, data0: str, data1: str) -> Predicto
     def kaplan_E(corpus: str, top: float) -> float:
         if (corpus, top) not in E:
             runs = sweep[(sweep["dataset"] == corpus) & (sweep["C"] <= top)]
-            E[corpus, top] = _quiet_fit("kaplan", {"N": runs["N"].to_numpy(), "D":
+            E[corpus, top] = quiet_fit("kaplan", {"N": runs["N"].to_numpy(), "D":
                                         runs["D"].to_numpy()}, runs["actual"].to_numpy()).params["E"]  # fmt: skip
         return E[corpus, top]
 
@@ -236,7 +236,7 @@ def _l2l_train_to_train(sweep: pd.DataFrame, data0: str, data1: str) -> Predicto
     return Predictor(f"train-to-train from {data0}", fit_predict, 2)
 
 
-def _paired_runs(sweep: pd.DataFrame, data0: str, data1: str) -> pd.DataFrame:
+def paired_runs(sweep: pd.DataFrame, data0: str, data1: str) -> pd.DataFrame:
     pairs = l2l_paper.paired(sweep, data0, data1)
     return pairs.rename(columns={"run_y": "run", "dataset_y": "dataset", "N_y": "N", "C_y": "C",
                                  "M_y": "M", "actual_y": "actual"})  # fmt: skip
@@ -253,12 +253,13 @@ def backtest_l2l(data, resamples: int, level: float, seed: int) -> list[dict]:
     single = "val_loss from (N, D)"
     for corpus, form in itertools.product(corpora, l2l_paper.FORMS):
         fit_set = train[train["dataset"] == corpus]
-        target = held[held["dataset"] == corpus].assign(distance=lambda f: _distance(f, fit_set, "C"))
+        target = held[held["dataset"] == corpus]
+        target = target.assign(distance=_distance(target, fit_set, "C"))
         inputs = {"N": fit_set["N"].to_numpy(), "D": fit_set["D"].to_numpy()}
-        law = _quiet_fit(form, inputs, fit_set["actual"].to_numpy())
+        law = quiet_fit(form, inputs, fit_set["actual"].to_numpy())
         if form == "kaplan":
             E[corpus] = law.params["E"]
-        law, interval = _bootstrap(law, inputs, fit_set["actual"].to_numpy(), resamples, seed)
+        law, interval = with_bootstrap(law, inputs, fit_set["actual"].to_numpy(), resamples, seed)
         at = {"N": target["N"].to_numpy(), "D": target["D"].to_numpy()}
         base = {"testbed": "l2l", "setting": f"{form} law of val_loss", "holdout": holdout,
                 "metric": l2l_paper.VAL_LOSS, "quantity": single}  # fmt: skip
@@ -296,29 +297,29 @@ def _l2l_loss_to_loss(sweep, train, largest, E, holdout, resamples, level, seed)
     quantity = "val_loss from another corpus' val_loss"
     calibrated: dict[str, dict[str, tuple]] = {}
     for data0, data1 in itertools.permutations(sorted(E), 2):
-        pairs = _paired_runs(sweep, data0, data1)
+        pairs = paired_runs(sweep, data0, data1)
         fit_set, target = pairs[pairs["C"] < largest], pairs[pairs["C"] == largest]
         target = target.assign(distance=_distance(target, fit_set, "C"))
         x, y = fit_set["actual_x"].to_numpy(), fit_set["actual"].to_numpy()
         law = fit_law("loss_to_loss", {"L": x}, y, objective="log_ols",
                       fixed={"E_x": E[data0], "E_y": E[data1]})  # fmt: skip
-        law, interval = _bootstrap(law, {"L": x}, y, resamples, seed)
+        law, interval = with_bootstrap(law, {"L": x}, y, resamples, seed)
         at = {"L": target["actual_x"].to_numpy()}
         base = {"testbed": "l2l", "setting": f"train-to-train from {data0}", "holdout": holdout,
                 "metric": l2l_paper.VAL_LOSS, "quantity": quantity}  # fmt: skip
         rows += _rows(base, target, law.predict(**at), _intervals(law, level, **at), interval)
-        predictor = _l2l_train_to_train(train, data0, data1)
+        predictor = train_to_train_predictor(train, data0, data1)
         cuts = nested_cuts(fit_set["C"], L2L_MIN_LEVELS)
         result = calibrated_prediction(predictor, fit_set, target, "C", cuts, level)
         rows += _calibrated_rows(base, target, result, "calibrated", predictor.name)
         errors = result.errors.assign(run=fit_set.loc[result.errors["row"], "run"].to_numpy())
         calibrated.setdefault(data1, {})[data0] = (target, result, errors)
     for data1, by_source in calibrated.items():
-        rows += _multi_source_rows(data1, by_source, holdout, quantity, level)
+        rows += multi_source_rows(data1, by_source, holdout, quantity, level)
     return rows
 
 
-def _multi_source_rows(data1: str, by_source: dict, holdout: str, quantity: str,
+def multi_source_rows(data1: str, by_source: dict, holdout: str, quantity: str,
                        level: float) -> list[dict]:  # fmt: skip
     """Every source's calibrated translation of each held-out run of ``data1`` combined."""
     runs = sorted(set().union(*(set(t["run"]) for t, _, _ in by_source.values())))
@@ -406,7 +407,7 @@ def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
         # Interval: the same law and objective (least squares) in analysis.fit_law; five points
         # for four parameters cannot be resampled, so the delta method.
         inputs = {"C": loss_points["C"].to_numpy(), "M": loss_points["M"].to_numpy()}
-        law = _quiet_fit("overtrain", inputs, loss_points[gadre_paper.LOSS].to_numpy(),
+        law = quiet_fit("overtrain", inputs, loss_points[gadre_paper.LOSS].to_numpy(),
                          objective="least_squares")  # fmt: skip
         intervals = _intervals(law, level, C=held["C"].to_numpy(), M=held["M"].to_numpy())
         fit_runs = runs[(runs["dataset"] == dataset) & (runs["N"] < held_size.min())]
@@ -427,7 +428,7 @@ def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
     for with_error, column, quantity in ((False, gadre_paper.LOSS, "C4 loss"),
                                          (True, "error", "17-task error")):  # fmt: skip
         fits = {d: runs[(runs["dataset"] == d) & (runs["N"] < held_size.min())]
-                .assign(actual=lambda f: f[column]) for d in datasets}  # fmt: skip
+                .assign(actual=lambda f, column=column: f[column]) for d in datasets}  # fmt: skip
         cuts = {d: nested_cuts(f["N"], GADRE_MIN_LEVELS) for d, f in fits.items()}
         candidates = gadre_candidates(with_error)
         chosen, _ = select_predictor(candidates, [(fits[d], cuts[d]) for d in datasets], "N")
@@ -448,7 +449,7 @@ def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
 # ----------------------------------------------------------------------------- ladder
 
 
-def _ladder_targets(frame: pd.DataFrame, task) -> pd.DataFrame:
+def ladder_targets(frame: pd.DataFrame, task) -> pd.DataFrame:
     """Per run: N, D of its last evaluation, mean task loss and accuracy of its last 5."""
     records = []
     for run, group in frame.groupby("run", sort=True):
@@ -466,7 +467,7 @@ def _ladder_targets(frame: pd.DataFrame, task) -> pd.DataFrame:
 LADDER_MIN_LEVELS = 2  # the smallest nested fit: the 190M and 370M runs (8 points, 5 parameters)
 
 
-def _ladder_predictor(every: pd.DataFrame, task, accuracy: bool, step1: str = "paper") -> Predictor:
+def ladder_predictor(every: pd.DataFrame, task, accuracy: bool, step1: str = "paper") -> Predictor:
     """The ladder's two steps at a cut (its runs ``fit["run"]``): step 1 the paper's (or the
     over-training form in (C, M), ``step1="overtrain"``), step 2 the paper's sigmoid; predicts
     the task loss or (``accuracy``) the chained accuracy."""
@@ -512,14 +513,14 @@ def backtest_ladder(data, resamples: int, level: float, seed: int) -> list[dict]
             step1 = ladder_paper.fit_task_loss(points["N"], points["D"], points["y"])
             loss, accuracy = ladder_paper.step2_points(fit_frame, task, runs=fit_runs)
             sigmoid_params, _ = ladder_paper.fit_sigmoid(loss, accuracy, task.chance)
-            fit_table = _ladder_targets(fit_frame, task)
-            targets = _ladder_targets(held_frame, task)
+            fit_table = ladder_targets(fit_frame, task)
+            targets = ladder_targets(held_frame, task)
             targets = targets.assign(distance=_distance(targets, fit_table, "N"))
             predicted = ladder_paper.task_loss_law(targets["N"], targets["D"], step1.x)
             inputs = {"N": points["N"].to_numpy(), "D": points["D"].to_numpy()}
-            law = _quiet_fit("chinchilla", inputs, points["y"].to_numpy(),
+            law = quiet_fit("chinchilla", inputs, points["y"].to_numpy(),
                              objective=huber_log(reduction="sum"))  # fmt: skip
-            law, interval = _bootstrap(law, inputs, points["y"].to_numpy(), resamples, seed)
+            law, interval = with_bootstrap(law, inputs, points["y"].to_numpy(), resamples, seed)
             at = {"N": targets["N"].to_numpy(), "D": targets["D"].to_numpy()}
             intervals = _intervals(law, level, **at)
             base = {"testbed": "ladder", "setting": f"{task.name} task loss (step 1)",
@@ -542,7 +543,7 @@ def backtest_ladder(data, resamples: int, level: float, seed: int) -> list[dict]
 def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float) -> list[dict]:
     """Calibrated and selected rows of every task; the step-1 choice is made once for the
     ladder (pooled over tasks, task loss and accuracy) from nested backtests on ``fit_frame``."""
-    tables = {t.name: (_ladder_targets(fit_frame, t), _ladder_targets(held_frame, t))
+    tables = {t.name: (ladder_targets(fit_frame, t), ladder_targets(held_frame, t))
               for t in ladder_paper.TASKS}  # fmt: skip
     rows, groups, candidates = [], [], {}
     for task in ladder_paper.TASKS:
@@ -552,10 +553,10 @@ def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float
             column = "accuracy" if accuracy else "loss"
             groups.append((fit_table.assign(actual=fit_table[column]), cuts))
             candidates[task.name, accuracy] = [
-                _ladder_predictor(every, task, accuracy, step1) for step1 in ("paper", "overtrain")
+                ladder_predictor(every, task, accuracy, step1) for step1 in ("paper", "overtrain")
             ]
     # the same choice for every task: score the candidates side by side, pooled
-    pooled = [Predictor(name, _dispatch(candidates, i, groups), 9) for i, name in
+    pooled = [Predictor(name, per_group_fit_predict(candidates, i, groups), 9) for i, name in
               enumerate(p.name for p in next(iter(candidates.values())))]  # fmt: skip
     indexed = [(frame.assign(group=g), cuts) for g, (frame, cuts) in enumerate(groups)]
     chosen, _ = select_predictor(pooled, indexed, "N")
@@ -578,7 +579,7 @@ def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float
     return rows
 
 
-def _dispatch(candidates: dict, index: int, groups: list):
+def per_group_fit_predict(candidates: dict, index: int, groups: list):
     """One candidate's procedure over every (task, quantity) group: the group is read from the
     fit table's ``group`` column, so that one Predictor scores the same choice on all of them."""
     keys = list(candidates)
@@ -601,8 +602,8 @@ def backtest_chinchilla(data, resamples: int, level: float, seed: int) -> list[d
     fit_set = everything_below.sort_values("loss", kind="stable").iloc[:-DROPPED_HIGHEST]
     inputs = {"N": fit_set["N"].to_numpy(), "D": fit_set["D"].to_numpy()}
     objective = huber_log(reduction="sum")
-    law = _quiet_fit("chinchilla", inputs, fit_set["loss"].to_numpy(), objective=objective)
-    law, interval = _bootstrap(law, inputs, fit_set["loss"].to_numpy(), resamples, seed)
+    law = quiet_fit("chinchilla", inputs, fit_set["loss"].to_numpy(), objective=objective)
+    law, interval = with_bootstrap(law, inputs, fit_set["loss"].to_numpy(), resamples, seed)
     at = {"N": held["N"].to_numpy(), "D": held["D"].to_numpy()}
     base = {"testbed": "chinchilla", "setting": "Chinchilla law (Epoch's fit)",
             "holdout": f"C > {CHINCHILLA_HOLDOUT_C:.3g}", "metric": "loss", "quantity": "loss"}  # fmt: skip

@@ -266,11 +266,11 @@ def paper_loss_interval(runs: pd.DataFrame, fit: dict, C, M, level: float = LEVE
     """The 90% prediction interval of the paper's loss law at (C, M): the same law refitted by
     ``analysis.fit_law`` (least squares, as ``curve_fit``) on the paper's five runs, the delta
     method combined with its residual scatter (as ``analysis.backtest``)."""
-    from analysis.backtest import _quiet_fit  # here: analysis.backtest imports this module
+    from analysis.backtest import quiet_fit  # here: analysis.backtest imports this module
 
     loss_points, _ = fit_points(runs, fit["dataset"])
     inputs = {"C": loss_points["C"].to_numpy(float), "M": loss_points["M"].to_numpy(float)}
-    law = _quiet_fit("overtrain", inputs, loss_points[LOSS].to_numpy(float),
+    law = quiet_fit("overtrain", inputs, loss_points[LOSS].to_numpy(float),
                      objective="least_squares")  # fmt: skip
     return law.predict_interval(level, kind="prediction", C=np.asarray(C, float),
                                 M=np.asarray(M, float))  # fmt: skip

@@ -449,9 +449,9 @@ def given_predictions(
     each corpus' Kaplan ``val_loss`` E (step 1), as ``train_to_train``."""
     from analysis.backtest import (
         L2L_MIN_LEVELS,
-        _l2l_train_to_train,
-        _multi_source_rows,
-        _paired_runs,
+        multi_source_rows,
+        paired_runs,
+        train_to_train_predictor,
     )
     from analysis.calibrate import calibrated_prediction, nested_cuts
 
@@ -463,7 +463,7 @@ def given_predictions(
     for data1 in (c for c in CORPORA if c not in measured):
         by_source = {}
         for data0 in sources:
-            pairs = _paired_runs(runs, data0, data1)
+            pairs = paired_runs(runs, data0, data1)
             x, y = pairs["actual_x"].to_numpy(float), pairs["actual"].to_numpy(float)
             keep = (x > E[data0]) & (y > E[data1])  # as ``loss_to_loss``: points with logarithms
             with warnings.catch_warnings():
@@ -478,7 +478,7 @@ def given_predictions(
             target = pd.DataFrame({"run": [GIVEN_RUN], "dataset": [data1], "N": [base["N"]],
                                    "D": [base["D"]], "C": [base["C"]], "M": [base["M"]],
                                    "actual": [np.nan], "actual_x": at})  # fmt: skip
-            predictor = _l2l_train_to_train(runs, data0, data1)
+            predictor = train_to_train_predictor(runs, data0, data1)
             result = calibrated_prediction(predictor, pairs, target, "C",
                                            nested_cuts(pairs["C"], L2L_MIN_LEVELS), LEVEL)  # fmt: skip
             rows.append({"data": data1, "source": data0, "method": "calibrated",
@@ -488,7 +488,7 @@ def given_predictions(
             by_source[data0] = (target.assign(distance=result.distance), result, errors)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # one source: its note's mean correlation is empty
-            (combined,) = _multi_source_rows(data1, by_source, f"C={LARGEST_C:.0e}", VAL_LOSS,
+            (combined,) = multi_source_rows(data1, by_source, f"C={LARGEST_C:.0e}", VAL_LOSS,
                                              LEVEL)  # fmt: skip
         rows.append({"data": data1, "source": "all", "method": "multi_source",
                      "prediction": combined["predicted"], "lower": combined["lower_pred"],

@@ -44,7 +44,7 @@ prediction interval ``X_lower``, ``X_upper``:
   accuracy (decreasing in the loss: the ends swap; step 2's own uncertainty is left out). It
   covers the fit's noise only, not the error of extrapolation (``analysis.backtest``: 50% to
   83% coverage of the 3B runs on several tasks).
-- ``calibrated``: the same two steps (``analysis.backtest._ladder_predictor``) fitted on the same
+- ``calibrated``: the same two steps (``analysis.backtest.ladder_predictor``) fitted on the same
   16 runs, its point corrected and its interval widened by the error model of nested backtests
   by model size inside them (fit 190M-370M, predict 760M and 1B; fit 190M-760M, predict 1B:
   ``analysis.calibrate``, ``LADDER_MIN_LEVELS`` sizes at least); the targets' scale is their N.
@@ -291,13 +291,13 @@ def paper_intervals(frame: pd.DataFrame, task: Task, fit: dict, level: float = L
     the 16 points (summed Huber), bootstrapped, its prediction interval at the 13B and 7B
     targets; the accuracy's from the loss's ends through the fitted sigmoid (they swap)."""
     from analysis import huber_log
-    from analysis.backtest import _bootstrap, _quiet_fit  # here: it imports this module
+    from analysis.backtest import quiet_fit, with_bootstrap  # here: it imports this module
 
     points = step1_points(frame, task)
     inputs = {"N": points["N"].to_numpy(float), "D": points["D"].to_numpy(float)}
     y = points["y"].to_numpy(float)
-    law = _quiet_fit("chinchilla", inputs, y, objective=huber_log(reduction="sum"))
-    law, _ = _bootstrap(law, inputs, y, RESAMPLES, SEED)
+    law = quiet_fit("chinchilla", inputs, y, objective=huber_log(reduction="sum"))
+    law, _ = with_bootstrap(law, inputs, y, RESAMPLES, SEED)
     targets = np.array([TARGET_13B, TARGET_7B], dtype=float)
     lower, upper = law.predict_interval(level, kind="prediction", N=targets[:, 0],
                                         D=targets[:, 1])  # fmt: skip
@@ -317,7 +317,12 @@ def new_method_checks(frame: pd.DataFrame,
     """The ``calibrated`` and ``selected`` rows of every task (the module's docstring), and the
     selection's scores (one row per candidate step 1: mean |log error| of the nested backtests,
     pooled over the tasks' task loss and chained accuracy)."""
-    from analysis.backtest import LADDER_MIN_LEVELS, _dispatch, _ladder_predictor, _ladder_targets
+    from analysis.backtest import (
+        LADDER_MIN_LEVELS,
+        ladder_predictor,
+        ladder_targets,
+        per_group_fit_predict,
+    )
     from analysis.calibrate import Predictor, calibrated_prediction, nested_cuts, select_predictor
 
     targets = pd.DataFrame({"run": ["13B-5T", "7B-4T"], "N": [float(v) for v in
@@ -326,18 +331,18 @@ def new_method_checks(frame: pd.DataFrame,
     targets = targets.assign(C=6 * targets["N"] * targets["D"], M=targets["D"] / targets["N"])
     tables, groups, candidates = {}, [], {}
     for task in TASKS:
-        fit_table = _ladder_targets(frame, task)
+        fit_table = ladder_targets(frame, task)
         cuts = nested_cuts(fit_table["N"], LADDER_MIN_LEVELS)
         tables[task.name] = (fit_table, cuts)
         for accuracy in (False, True):
             groups.append((fit_table.assign(actual=fit_table["accuracy" if accuracy else "loss"]),
                            cuts))  # fmt: skip
             candidates[task.name, accuracy] = [
-                _ladder_predictor(frame, task, accuracy, step1) for step1 in ("paper", "overtrain")
+                ladder_predictor(frame, task, accuracy, step1) for step1 in ("paper", "overtrain")
             ]
     # one step 1 for the whole ladder: every candidate scored on every (task, quantity), pooled
     names = [p.name for p in candidates[TASKS[0].name, False]]
-    pooled = [Predictor(name, _dispatch(candidates, i, groups), 9) for i, name in enumerate(names)]
+    pooled = [Predictor(name, per_group_fit_predict(candidates, i, groups), 9) for i, name in enumerate(names)]
     indexed = [(table.assign(group=g), cuts) for g, (table, cuts) in enumerate(groups)]
     chosen, scores = select_predictor(pooled, indexed, "N")
     choice = names.index(chosen.name)
