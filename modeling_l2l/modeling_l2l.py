@@ -327,6 +327,10 @@ class L2LPreTrainedModel(PreTrainedModel):
                 "from safetensors only."
             )
         kwargs["use_safetensors"] = True
+        # transformers 5.25 kernelizes every loaded model by default, which needs the `kernels`
+        # package and, for layers that name a Hub kernel, runs code fetched from the Hub. This
+        # model's layers name none, so kernelizing could change nothing; off unless asked for.
+        kwargs.setdefault("use_kernels", False)
         return_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(

@@ -3,6 +3,7 @@ configs that do not match the weights; out-of-vocabulary ids are a clear error."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -112,3 +113,14 @@ def test_many_bad_ids_are_summarised():
     model = L2LForCausalLM(tiny_config()).eval()
     with pytest.raises(ValueError, match=r"input ids 100, 101, 102, 103, 104 and 3 more"):
         model(torch.arange(100, 108)[None])
+
+
+def test_loading_does_not_kernelize_unless_asked(saved):
+    """transformers 5.25 kernelizes every model it loads unless told not to, which needs the
+    `kernels` package (absent: every load failed) and runs Hub code for layers that name a
+    kernel. Ours name none: loading leaves kernels off, and an explicit request goes through."""
+    model = AutoModelForCausalLM.from_pretrained(saved)
+    assert model.use_kernels is False
+    if importlib.util.find_spec("kernels") is None:
+        with pytest.raises(ValueError, match="[Kk]ernels"):
+            L2LForCausalLM.from_pretrained(saved, use_kernels=True)
