@@ -1,6 +1,6 @@
 """Examples/s of our scorer against lm-eval's HFLM, same model, same requests, same run.
 
-    python benchmarks/bench_eval.py [--depth 4] [--questions 200] [--repeats 3]
+    python benchmarks/bench_eval.py [--depth 4] [--questions 200] [--repeats 3] [--device cuda]
 
 The model is the paper's smallest decoder (depth 4: d=256, 4 heads, vocabulary 32000, context 512;
 random weights: speed does not depend on them) with the project's offline byte-level BPE of 32000
@@ -10,6 +10,8 @@ questions of similar shape. Our scorer uses lm-eval's tokenization (``pair_encod
 so that both score identical token sequences; the log-likelihoods are compared request by
 request. Timings alternate (ours, HFLM, ours, HFLM, ...) so that load from other processes on
 the machine hits both alike; the median of the repeats is reported with the load average.
+``--device cuda`` puts the model, and with it HFLM, our scorer and the lower bound, on the GPU
+(still fp32); each timing then waits for the GPU's queued work to finish.
 
 The lower bound ("bare") is the work no scorer can avoid, timed with the same kernels: the decoder
 over the workload's distinct tokens (every distinct prefix of an input sequence, across all
@@ -91,23 +93,39 @@ def distinct_tokens(encoded, max_length: int) -> tuple[int, int]:
 @torch.no_grad()
 def bare_forward(model, n_tokens: int, n_scored: int, width: int, batch_tokens: int) -> None:
     """The lower bound's work (module docstring): decoder over ``n_tokens`` in full rows of
-    ``width``, head and log-normaliser at ``n_scored`` of them, in the scorer's chunks and buffer."""
-    g = torch.Generator().manual_seed(0)
+    ``width``, head and log-normaliser at ``n_scored`` of them, in the scorer's chunks and buffer,
+    on the model's device (the inputs are drawn there: a host-to-device copy is no scorer's
+    floor)."""
+    device = model.device
+    g = torch.Generator(device=device).manual_seed(0)
     vocab = model.config.vocab_size
     rows = -(-n_tokens // width)
     per_batch = max(1, batch_tokens // width)
     hidden = []
     for start in range(0, rows, per_batch):
-        ids = torch.randint(0, vocab, (min(per_batch, rows - start), width), generator=g)
+        shape = (min(per_batch, rows - start), width)
+        ids = torch.randint(0, vocab, shape, generator=g, device=device)
         hidden.append(model.model(input_ids=ids).last_hidden_state.flatten(0, 1))
     hidden = torch.cat(hidden)[:n_scored]
     weight = model.get_output_embeddings().weight.t()
     chunk = LOGITS_PER_CHUNK // vocab
-    logits = torch.empty(chunk, vocab)
+    logits = torch.empty(chunk, vocab, device=device)
     for start in range(0, n_scored, chunk):
         h = hidden[start : start + chunk]
         z = torch.mm(h, weight, out=logits[: len(h)])
         log_normaliser_(z, z.amax(dim=1, keepdim=True))
+
+
+def seconds(device: torch.device, work, *args, **kwargs):
+    """(wall-clock seconds of ``work(*args, **kwargs)``, its result); on a GPU, queued kernels
+    before and after are waited for, so that the time is the work's own and complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = work(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
 
 
 def flatten(questions):
@@ -118,7 +136,8 @@ def flatten(questions):
     return requests, groups
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``device`` as a ``torch.device`` that this machine has."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--questions", type=int, default=200)
@@ -127,7 +146,22 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=8192)
     parser.add_argument("--workloads", default="arc_easy,arc_easy_rc,hellaswag")
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--device", default="cpu", help="where the model and both scorers run: cpu, cuda, cuda:1"
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device!r}: {err}")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    device = args.device
 
     import lm_eval
     import transformers
@@ -138,9 +172,9 @@ def main() -> None:
 
     tokenizer = train_offline_tokenizer(32000)
     torch.manual_seed(0)
-    model = L2LForCausalLM(L2LConfig.from_depth(args.depth)).eval()
+    model = L2LForCausalLM(L2LConfig.from_depth(args.depth)).to(device).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    hflms = {
+    hflms = {  # HFLM takes a model instance as it is, on its device
         int(b): HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(b), add_bos_token=False)
         for b in args.hflm_batch.split(",")
     }
@@ -163,16 +197,12 @@ def main() -> None:
         loads, diff, greedy = [], 0.0, 1.0
         for _ in range(args.repeats):
             loads.append(os.getloadavg()[0])
-            start = time.perf_counter()
-            got = ours.score(requests, groups)
-            times["ours"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            bare_forward(*bare)
-            times["bare"].append(time.perf_counter() - start)
+            elapsed, got = seconds(device, ours.score, requests, groups)
+            times["ours"].append(elapsed)
+            times["bare"].append(seconds(device, bare_forward, *bare)[0])
             for b, hflm in hflms.items():
-                start = time.perf_counter()
-                theirs = hflm.loglikelihood(instances, disable_tqdm=True)
-                times[f"hflm_bs{b}"].append(time.perf_counter() - start)
+                elapsed, theirs = seconds(device, hflm.loglikelihood, instances, disable_tqdm=True)
+                times[f"hflm_bs{b}"].append(elapsed)
                 diff = max(
                     [diff] + [abs(a.logprob - t[0]) for a, t in zip(got, theirs, strict=True)]
                 )
@@ -211,6 +241,7 @@ def main() -> None:
             f"tokens {n_inputs} -> distinct {n_distinct}, scored {n_scored}  "
             f"load {min(loads):.1f}-{max(loads):.1f}"
         )
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -220,7 +251,9 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "model": f"L2LForCausalLM depth {args.depth}, {n_params / 1e6:.1f}M parameters, fp32, CPU",
+        "model": f"L2LForCausalLM depth {args.depth}, {n_params / 1e6:.1f}M parameters, fp32, "
+        f"{device_name}",
+        "device": str(device),
         "hflm_batch_sizes": sorted(hflms),
         "our_max_batch_tokens": args.batch_tokens,
         "scorer_paths": {"packed": ours.pack, "head_only": ours._head_only},

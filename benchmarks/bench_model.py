@@ -13,15 +13,18 @@ the median of the per-round ratios.
 
 GPU mode: MFU of a full training step (forward, backward, fused AdamW) in bf16 autocast at
 sequence 512 with ``torch.compile``, for n = 8, 16, 32, from ``model.estimate_mfu`` (peak FLOP/s
-by device name). Add ``--compare-olmo2`` for the same step with Olmo2ForCausalLM.
+by device name). Add ``--compare-olmo2`` for the same step with Olmo2ForCausalLM, and ``--json
+PATH`` to also write the measurements (device, versions, and per depth and model: MFU, tokens/s,
+batch size, peak memory) as JSON.
 
-    python benchmarks/bench_model.py --gpu --depths 8 16 32
+    python benchmarks/bench_model.py --gpu --depths 8 16 32 --compare-olmo2 --json mfu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -163,7 +166,16 @@ def gpu_tokens_per_second(model: torch.nn.Module, batch_size: int, steps: int) -
     return batch_size * SEQ_LEN * steps / (time.perf_counter() - start)
 
 
-def run_gpu(depths: list[int], steps: int, compare_olmo2: bool, batch_size: int | None) -> None:
+def run_gpu(
+    depths: list[int],
+    steps: int,
+    compare_olmo2: bool,
+    batch_size: int | None,
+    json_path: str | None = None,
+) -> None:
+    """One line per depth and model; ``json_path`` gets the same numbers, rewritten after each
+    measurement so that a run stopped part-way (a timeout, out of memory at n = 32) keeps the
+    depths it finished."""
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name(device)
@@ -176,6 +188,17 @@ def run_gpu(depths: list[int], steps: int, compare_olmo2: bool, batch_size: int 
         f"{transformers.__version__} | {name} (peak {peak / 1e12:.0f} TFLOP/s bf16)"
     )
     builders = {"L2L": l2l_model, "Olmo2": olmo2_model} if compare_olmo2 else {"L2L": l2l_model}
+    results = {
+        "device": name,
+        "peak_flops": peak,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "seq_len": SEQ_LEN,
+        "steps": steps,
+        "models": {label: {} for label in builders},  # label -> str(n) -> measurements
+    }
     for n in depths:
         bs = batch_size or gpu_batch_size(n)
         for label, build in builders.items():
@@ -192,6 +215,15 @@ def run_gpu(depths: list[int], steps: int, compare_olmo2: bool, batch_size: int 
                 f"n={n} {label}: batch {bs}, {tokens_per_second:,.0f} tok/s, MFU {mfu:.1%}, "
                 f"peak memory {memory:.1f} GiB"
             )
+            results["models"][label][str(n)] = {
+                "mfu": mfu,
+                "tokens_per_s": tokens_per_second,
+                "batch_size": bs,
+                "peak_memory_gib": memory,
+            }
+            if json_path:
+                with open(json_path, "w") as f:
+                    json.dump(results, f, indent=1)
             del model
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -224,13 +256,17 @@ def main() -> None:
         "--threads", type=int, default=None, help="CPU: torch intra-op threads (default: torch's)"
     )
     parser.add_argument("--compare-olmo2", action="store_true", help="GPU: also time Olmo2")
+    parser.add_argument("--json", help="GPU: also write the measurements as JSON to this path")
     args = parser.parse_args()
+    if args.json and not args.gpu:
+        parser.error("--json records the GPU mode's measurements: use it with --gpu")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu: no CUDA device")
-        run_gpu(args.depths or [8, 16, 32], args.steps or 20, args.compare_olmo2, args.batch_size)
+        depths = args.depths or [8, 16, 32]
+        run_gpu(depths, args.steps or 20, args.compare_olmo2, args.batch_size, args.json)
     else:
         run_cpu(args.depths or [4], args.rounds, args.steps or 3, args.batch_size or 1)
 
