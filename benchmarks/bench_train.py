@@ -3,6 +3,7 @@ pipeline's throughput against the bare tokenizer.
 
     python benchmarks/bench_train.py                 # CPU: trainer vs plain loop, data pipeline
     python benchmarks/bench_train.py --gpu           # GPU: bf16 MFU at seq 512, n = 8, 16, 32
+    python benchmarks/bench_train.py --data-only     # the data pipeline alone (any machine)
 
 CPU. Both sides train the same model (tiny-cpu preset: depth 2, d = 128, offline BPE of 4096
 tokens, 16 sequences of 128 per step as 2 micro-batches of 8, fp32) on the same batches for the
@@ -212,6 +213,8 @@ def environment() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only the data pipeline (CPU work: on a GPU machine, its host's rate)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data-tokens", type=float, default=2e6)
@@ -231,7 +234,10 @@ def main() -> None:
     result = {"environment": env}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.gpu:
+        if args.data_only:
+            result["data"] = bench_data(work, int(args.data_tokens))
+            print(json.dumps(result, indent=1))
+        elif args.gpu:
             result["gpu"] = bench_gpu(work, args.depths, args.steps)
             for row in result["gpu"]:
                 print(f"n={row['n']:>2} micro-batch {row['micro_batch']:>3}: "

@@ -15,6 +15,7 @@
 #   gpu_tests    pytest -m gpu tests
 #   bench_eval   our scorer against lm-eval's HFLM, all on the GPU
 #   bench_train  MFU of train() itself, one process per depth: n = 32, 16, 8
+#   data         the data pipeline's tokens/s (tokenise + pack + write: the machine's CPUs)
 #   multi_gpu    the DDP/FSDP2 equality checks over NCCL: skipped (see the step)
 # Then gpu_report.py writes, in $OUT: gpu_results.json and gpu_report.md (the block for
 # RESULTS.md); beside them logs.txt (every step's output) and raw.tar.gz (the report's inputs, for
@@ -29,7 +30,7 @@ PY=${GPU_CHECK_PYTHON:-python3}  # the image's python3 holds its torch
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 OUT=${OUT:-/tmp/gpu_check_out}  # the device tool sets OUT; its files come back (8 at most)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-440}
-STEPS=${GPU_CHECK_STEPS:-versions bench_model gpu_tests bench_eval bench_train multi_gpu}
+STEPS=${GPU_CHECK_STEPS:-versions bench_model gpu_tests bench_eval bench_train data multi_gpu}
 RESERVE_S=20  # kept for the report and the bundling after the last step
 MIN_STEP_S=15  # a step given less could not even import torch and build its model
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
@@ -98,6 +99,10 @@ if wanted bench_train; then
     step "bench_train_n$n" 100 "$PY" benchmarks/bench_train.py --gpu --depths "$n" --steps 25 \
       --out "$WORK/bench_train_n$n.json"
   done
+fi
+if wanted data; then
+  step data 60 "$PY" benchmarks/bench_train.py --data-only --data-tokens 1e6 \
+    --out "$WORK/data.json"
 fi
 if wanted multi_gpu; then
   # tests/training/test_ddp.py and test_fsdp2_cpu.py compare 2 processes with 1 over gloo on CPUs

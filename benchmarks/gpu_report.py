@@ -16,6 +16,7 @@ half-written: those values are null and ``steps`` says why, never an exception):
     bench_model.json        bench_model.py --gpu --compare-olmo2 --json
     bench_train_n*.json     bench_train.py --gpu --out (one depth per file, or several in one)
     bench_eval.json         bench_eval.py --device cuda --json
+    data.json               bench_train.py --data-only --out
     multi_gpu.txt           one line: what the multi-GPU step did
 
 ``gpu_results.json``'s keys ``device``, ``date``, ``versions``, ``mfu`` (L2L, by depth n),
@@ -50,6 +51,7 @@ INPUTS = {  # step name in steps.tsv -> the file it writes
     "gpu_tests": "gpu_tests.xml",
     "bench_model": "bench_model.json",
     "bench_eval": "bench_eval.json",
+    "data": "data.json",
     "multi_gpu": "multi_gpu.txt",
     **{f"bench_train_n{n}": f"bench_train_n{n}.json" for n in DEPTHS},
 }
@@ -250,6 +252,9 @@ def build_results(folder: Path) -> dict:
     tests, problem = gpu_test_counts(folder / INPUTS["gpu_tests"])
     note_input(steps, "gpu_tests", problem)
     trainer = trainer_rows(folder, steps)
+    data, problem = read_json(folder / INPUTS["data"])
+    note_input(steps, "data", problem)
+    data = (data or {}).get("data") or {}
 
     smi = {}
     try:
@@ -281,6 +286,8 @@ def build_results(folder: Path) -> dict:
         },
         "trainer_mfu": by_depth(trainer, "mfu"),
         "trainer_tokens_per_s": by_depth(trainer, "tokens_per_s"),
+        "data_tokens_per_s": data.get("pipeline_tokens_written_per_s"),
+        "data_vs_tokenizer": data.get("ratio_pipeline_vs_tokenizer"),
         "model_tokens_per_s": {
             label: by_depth(models.get(label, {}), "tokens_per_s") for label in MODELS
         },
@@ -386,6 +393,13 @@ def markdown(results: dict) -> str:
         lines.append("")
     else:
         lines += ["Scorer against lm-eval's HFLM: not measured.", ""]
+    if results["data_tokens_per_s"]:
+        lines += [
+            f"Data pipeline (tokenise + pack + write): {results['data_tokens_per_s']:,.0f} "
+            f"tokens/s, {number(results['data_vs_tokenizer'], '.2f')}x the bare tokenizer "
+            "(`bench_train.py --data-only`; the machine's CPUs).",
+            "",
+        ]
     tests = results["gpu_tests"]
     if tests:
         lines.append(

@@ -87,7 +87,7 @@ def write_inputs(folder: Path) -> Path:
     )  # fmt: skip
     (folder / "nvidia_smi.csv").write_text("NVIDIA H200, 580.159.04, 143771 MiB\n")
     steps = ["install", "nvidia_smi", "versions", "bench_model", "gpu_tests", "bench_eval"]
-    steps += [f"bench_train_n{n}" for n in (32, 16, 8)] + ["multi_gpu"]
+    steps += [f"bench_train_n{n}" for n in (32, 16, 8)] + ["data", "multi_gpu"]
     (folder / "steps.tsv").write_text("".join(f"{name}\t0\t12\t100\n" for name in steps))
     (folder / "gpu_tests.xml").write_text(JUNIT)
     mfu = {"L2L": {"8": 0.30, "16": 0.40, "32": 0.46}, "Olmo2": {"8": 0.25, "16": 0.35, "32": 0.40}}
@@ -99,6 +99,8 @@ def write_inputs(folder: Path) -> Path:
     (folder / "bench_eval.json").write_text(
         json.dumps({"meta": {"model": "depth 4", "device": "cuda"}, "results": rows})
     )
+    data = {"pipeline_tokens_written_per_s": 2.5e6, "ratio_pipeline_vs_tokenizer": 0.97}
+    (folder / "data.json").write_text(json.dumps({"data": data}))
     (folder / "multi_gpu.txt").write_text("single GPU: skipped\n")
     return folder
 
@@ -120,6 +122,8 @@ def test_complete_inputs_fill_every_key(tmp_path):
     assert results["olmo2_mfu"] == {"8": 0.25, "16": 0.35, "32": 0.40}
     assert results["trainer_mfu"] == {"8": 0.28, "16": 0.38, "32": 0.44}
     assert results["scorer_speedup"] == {"arc_easy": 9.0, "arc_easy_rc": 20.0, "hellaswag": 4.5}
+    assert (results["data_tokens_per_s"], results["data_vs_tokenizer"]) == (2.5e6, 0.97)
+    assert "Data pipeline (tokenise + pack + write): 2,500,000 tokens/s, 0.97x" in text
     assert results["mfu_target"] == {"n": 32, "mfu": 0.45, "peak_flops": 989e12, "met": True}
     tests = results["gpu_tests"]
     assert (tests["passed"], tests["failed"], tests["errors"], tests["skipped"]) == (2, 1, 0, 1)
@@ -180,7 +184,8 @@ def test_an_empty_folder_gives_a_report_of_nulls(tmp_path):
     assert results["device"] is None and results["versions"] == {"driver": None}
     assert set(results["mfu"].values()) == {None}
     assert results["mfu_target"]["met"] is None
-    for step in ("versions", "bench_model", "bench_eval", "gpu_tests", "bench_train_n32"):
+    assert results["data_tokens_per_s"] is None
+    for step in ("versions", "bench_model", "bench_eval", "gpu_tests", "bench_train_n32", "data"):
         assert results["steps"][step]["status"] == "not run", step
     assert "unknown device" in text and "not measured" in text
 
