@@ -127,6 +127,47 @@ def test_groups_merge_only_behind_a_long_shared_prompt(small_model):
     assert len(tries) > 1 and all(len(t.tokens) <= CONTEXT for t in tries)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_long_shared_prompt_goes_through_the_model_once(tokenizer, attn):
+    """Questions behind one few-shot prompt fill several tries; the prompt is computed once and
+    its keys and values cached for every row, with the scores of each request alone."""
+    model = build_model(len(tokenizer), context=CONTEXT, attn_implementation=attn)
+    rng = random.Random(7)
+
+    def toks(n):
+        return [rng.randrange(len(tokenizer)) for _ in range(n)]
+
+    prompt = toks(SHARED_PROMPT_TOKENS + 8)
+    requests, groups = [], []
+    for q in range(6):
+        question = toks(8)
+        for _ in range(3):
+            requests.append((prompt + question, toks(3)))
+            groups.append(q)
+    scorer = LoglikelihoodScorer(model, max_batch_tokens=2 * CONTEXT, progress=False)
+    scorer.score_tokens(requests[:1])  # the one-time self-check, with its own probes
+    assert scorer._cache_prefixes
+    calls = []  # (rows, width, tokens already cached) of every forward of the decoder
+
+    def record(module, args, kwargs):
+        cache = kwargs.get("cache")
+        cached = 0 if cache is None else cache.get_seq_length()
+        calls.append((*kwargs["input_ids"].shape, cached))
+
+    hook = model.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        got = scorer.score_tokens(requests, groups)
+    finally:
+        hook.remove()
+    (first_rows, prefix_length, nothing_cached), *batches = calls
+    assert (first_rows, nothing_cached) == (1, 0) and prefix_length >= len(prompt)
+    assert batches and all(cached == prefix_length for _, _, cached in batches)
+    assert sum(rows for rows, _, _ in batches) >= 2  # more than one trie below the prompt
+    for (ctx, cont), a in zip(requests, got, strict=True):
+        want, greedy = windowed_direct(model, ctx, cont, CONTEXT)
+        assert a.logprob == pytest.approx(want, abs=1e-4) and a.is_greedy == greedy
+
+
 def test_trie_mask_is_the_ancestor_relation(small_model):
     scorer = LoglikelihoodScorer(small_model, progress=False)
     rng = random.Random(3)
