@@ -300,3 +300,45 @@ def one_string_at_a_time(tokenizer, context, continuation, pair_encoding):
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
     whole, ctx = encode(context + continuation), encode(context)
     return ctx, whole[len(ctx) :]
+
+
+def transformers_model(name: str, vocab: int, attn: str):
+    """A tiny random model of one of transformers' own decoders (RoPE with grouped-query
+    attention, OLMo-2's norms, GPT-2's learned absolute positions)."""
+    import transformers
+
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
+                  bos_token_id=None, eos_token_id=None, pad_token_id=None)  # fmt: skip
+    if name == "gpt2":
+        config = transformers.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4,
+                                         n_positions=CONTEXT, bos_token_id=None,
+                                         eos_token_id=None)  # fmt: skip
+    else:
+        config = getattr(transformers, f"{name}Config")(**common)
+    config._attn_implementation = attn
+    torch.manual_seed(0)
+    model_class = {"gpt2": "GPT2LMHeadModel"}.get(name, f"{name}ForCausalLM")
+    return getattr(transformers, model_class)(config).eval()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", ["Llama", "Olmo2", "Qwen2", "gpt2"])
+def test_transformers_decoders_take_every_fast_path_with_the_same_scores(tokenizer, name, attn):
+    """The scorer is for any causal LM, not only ours: transformers' own decoders pass the
+    self-check for head-only logits, tries and the cached prompt, and score as plain passes do."""
+    model = transformers_model(name, len(tokenizer), attn)
+    requests, groups = token_requests(len(tokenizer), seed=8)
+    rng = random.Random(8)
+    prompt = [rng.randrange(len(tokenizer)) for _ in range(SHARED_PROMPT_TOKENS + 8)]
+    for q in range(6):  # more questions behind one prompt than one trie holds
+        question = [rng.randrange(len(tokenizer)) for _ in range(8)]
+        for _ in range(3):
+            requests.append((prompt + question, [rng.randrange(len(tokenizer)) for _ in range(3)]))
+            groups.append(("prompt", q))
+    scorer = LoglikelihoodScorer(model, max_batch_tokens=2 * CONTEXT, progress=False)
+    got = scorer.score_tokens(requests, groups)
+    assert scorer._head_only and scorer.pack and scorer._cache_prefixes
+    for (ctx, cont), a in zip(requests, got, strict=True):
+        want, greedy = windowed_direct(model, ctx, cont, CONTEXT)
+        assert a.logprob == pytest.approx(want, abs=1e-4) and a.is_greedy == greedy
