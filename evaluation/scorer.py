@@ -39,6 +39,7 @@ post-processed after the head) is scored with plain rows and full logits instead
 from __future__ import annotations
 
 import bisect
+import functools
 import inspect
 import logging
 from collections.abc import Hashable, Sequence
@@ -411,8 +412,8 @@ class LoglikelihoodScorer:
         return tries
 
     def _fill_tries(self, run, inputs, n_conts, prefix) -> list[_Trie]:
-        """The sorted ``run`` in tries below ``prefix``, a new one where one would outgrow the
-        context."""
+        """The sorted ``run`` in tries below ``prefix``, a new one where one would outgrow its
+        width (the context; about the prefix's length below a cached prefix)."""
         width = self.max_length
         if prefix:
             # Each token of a row attends to the cached prefix and to the row: rows about as wide
@@ -515,9 +516,10 @@ class LoglikelihoodScorer:
         )
         return torch.tensor(owners), logp.cpu(), greedy.cpu()
 
+    @functools.cached_property
     def _cache_argument(self) -> str:
         """What the decoder's forward calls its key/value cache: ``cache`` since transformers
-        5.24, ``past_key_values`` in models written before."""
+        5.24, ``past_key_values`` in models written before (read once, not per batch)."""
         parameters = inspect.signature(self._decoder().forward).parameters
         return "cache" if "cache" in parameters else "past_key_values"
 
@@ -529,7 +531,7 @@ class LoglikelihoodScorer:
         if prefix not in self._prefix_kv:
             filled = DynamicCache(config=self.model.config)
             ids = torch.tensor([prefix], device=self.model.device)
-            self._decoder()(input_ids=ids, use_cache=True, **{self._cache_argument(): filled})
+            self._decoder()(input_ids=ids, use_cache=True, **{self._cache_argument: filled})
             self._prefix_kv[prefix] = [(layer.keys, layer.values) for layer in filled.layers]
         cache = DynamicCache(config=self.model.config)
         for index, (keys, values) in enumerate(self._prefix_kv[prefix]):
@@ -569,7 +571,7 @@ class LoglikelihoodScorer:
         if position_ids is not None:
             kwargs["position_ids"] = position_ids
         if cache is not None:
-            kwargs[self._cache_argument()] = cache
+            kwargs[self._cache_argument] = cache
         chunk = max(1, LOGITS_PER_CHUNK // self.vocab_size)
         if self._head_only:
             hidden = self._decoder()(input_ids=ids, **kwargs).last_hidden_state
