@@ -51,7 +51,6 @@ import argparse
 import itertools
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,20 +59,26 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from analysis import bootstrap, fit_law, get_form, huber_log
+from analysis import fit_law, huber_log
 from analysis.calibrate import (
     Calibrated,
     Predictor,
     calibrated_prediction,
-    combine_sources,
-    correlation_of_sources,
     extrapolation_distance,
     nested_cuts,
     select_predictor,
 )
 from analysis.law import INTERVAL_KINDS
+from analysis.predictors import (
+    combine_calibrated,
+    law_predictor,
+    per_group_fit_predict,
+    quiet_fit,
+    with_bootstrap,
+)
+from analysis.reproduce import chinchilla as chinchilla_paper
 from analysis.reproduce import gadre as gadre_paper
-from analysis.reproduce import l2l as l2l_paper
+from analysis.reproduce import l2l_methods, l2l_paper
 from analysis.reproduce import ladder as ladder_paper
 from analysis.reproduce.chinchilla import DROPPED_HIGHEST
 from analysis.reproduce.report import frame_lines, save_figure, write_csv
@@ -85,7 +90,6 @@ from analysis.testbeds import (
     wide,
 )
 from analysis.testbeds.gadre import MODEL_SIZES
-from analysis.testbeds.ladder import MODEL_PARAMS, parse_run
 
 COLUMNS = (
     "testbed", "setting", "method", "holdout", "run", "dataset", "N", "D", "C", "M", "metric",
@@ -109,9 +113,6 @@ corrected and its interval widened by the error model of its own nested backtest
 data favour for the whole study (``choice`` names it), calibrated the same way.
 ``multi_source`` (loss-to-loss): the calibrated translations from every source corpus combined."""
 CHINCHILLA_HOLDOUT_C = float(np.sqrt(1e21 * 3e21))  # between the 1e21 and 3e21 IsoFLOP budgets
-# Nested cuts of the Chinchilla points, whose budgets are read off a figure (no exact levels):
-# every half decade from 10^19.25 (about 55 points below the first) to the fit set's top.
-CHINCHILLA_CUTS = tuple(10.0 ** np.arange(19.25, 21.0, 0.5))
 
 
 def _rows(base: dict, frame: pd.DataFrame, predicted, intervals, interval: str) -> list[dict]:
@@ -169,77 +170,11 @@ def _intervals(law, level: float, **inputs):
     return tuple(law.predict_interval(level, kind=kind, **inputs) for kind in INTERVAL_KINDS)
 
 
-def quiet_fit(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bound/identifiability notes stay on law.warnings
-        return fit_law(*args, **kwargs)
-
-
-def with_bootstrap(law, inputs, target, resamples: int, seed: int):
-    """``law`` with bootstrap resamples attached, and the name of the interval it will give."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bootstrap(law, inputs, target, n_resamples=resamples, seed=seed), "bootstrap"
-
-
 def _distance(target: pd.DataFrame, fit: pd.DataFrame, scale: str) -> np.ndarray:
     return extrapolation_distance(target[scale], fit[scale])
 
 
-def law_predictor(form: str, objective=None, drop_smallest: int = 0, scale: str = "C",
-                  drop_highest: int = 0) -> Predictor:  # fmt: skip
-    """A single-law fitting procedure on a run table (columns N, D, C, M, ``actual``): ``form``
-    on its inputs, optionally without the ``drop_smallest`` smallest levels of ``scale`` (the
-    fit weighted towards the larger runs) or the ``drop_highest`` highest losses (Epoch's rule)."""
-    inputs = get_form(form).inputs
-    name = form + (f", without the {drop_smallest} smallest {scale} level(s)" if drop_smallest
-                   else "") + (f", {drop_highest} highest losses dropped" if drop_highest else "")
-
-    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        if drop_smallest:
-            levels = np.unique(fit[scale])
-            if levels.size - drop_smallest < 2:
-                raise ValueError("too few levels left to fit")
-            fit = fit[fit[scale] > levels[drop_smallest - 1]]
-        if drop_highest:
-            fit = fit.sort_values("actual", kind="stable").iloc[:-drop_highest]
-        law = quiet_fit(form, {k: fit[k].to_numpy(float) for k in inputs},
-                         fit["actual"].to_numpy(float), objective=objective)  # fmt: skip
-        return law.predict(**{k: target[k].to_numpy(float) for k in inputs})
-
-    return Predictor(name, fit_predict, len(get_form(form).params))
-
-
 # ----------------------------------------------------------------------------- l2l
-
-
-def train_to_train_predictor(sweep: pd.DataFrame, data0: str, data1: str) -> Predictor:
-    """The paper's train-to-train procedure on a table of paired runs (``paired``, with ``actual``
-    = the y loss and ``C`` = the pair's budget): the E's from each corpus' Kaplan fit of its
-    runs up to the largest budget of the pairs fitted, then OLS in log space."""
-    E = {}
-
-    def kaplan_E(corpus: str, top: float) -> float:
-        if (corpus, top) not in E:
-            runs = sweep[(sweep["dataset"] == corpus) & (sweep["C"] <= top)]
-            E[corpus, top] = quiet_fit("kaplan", {"N": runs["N"].to_numpy(), "D":
-                                        runs["D"].to_numpy()}, runs["actual"].to_numpy()).params["E"]  # fmt: skip
-        return E[corpus, top]
-
-    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        top = float(fit["C"].max())
-        law = l2l_paper.loss_to_loss(fit["actual_x"], fit["actual"], kaplan_E(data0, top),
-                                     kaplan_E(data1, top))  # fmt: skip
-        x = target["actual_x"].to_numpy(float)
-        return law["K"] * np.maximum(x - law["E_x"], 0) ** law["kappa"] + law["E_y"]
-
-    return Predictor(f"train-to-train from {data0}", fit_predict, 2)
-
-
-def paired_runs(sweep: pd.DataFrame, data0: str, data1: str) -> pd.DataFrame:
-    pairs = l2l_paper.paired(sweep, data0, data1)
-    return pairs.rename(columns={"run_y": "run", "dataset_y": "dataset", "N_y": "N", "C_y": "C",
-                                 "M_y": "M", "actual_y": "actual"})  # fmt: skip
 
 
 def backtest_l2l(data, resamples: int, level: float, seed: int) -> list[dict]:
@@ -264,13 +199,13 @@ def backtest_l2l(data, resamples: int, level: float, seed: int) -> list[dict]:
         base = {"testbed": "l2l", "setting": f"{form} law of val_loss", "holdout": holdout,
                 "metric": l2l_paper.VAL_LOSS, "quantity": single}  # fmt: skip
         rows += _rows(base, target, law.predict(**at), _intervals(law, level, **at), interval)
-        cuts = nested_cuts(fit_set["C"], L2L_MIN_LEVELS)
+        cuts = nested_cuts(fit_set["C"], l2l_methods.NESTED_MIN_LEVELS)
         result = calibrated_prediction(law_predictor(form), fit_set, target, "C", cuts, level)
         rows += _calibrated_rows(base, target, result, "calibrated", form)
     # one fitting choice for the study, from the nested backtests of every corpus' fit set
     groups = [(train[train["dataset"] == c], nested_cuts(train[train["dataset"] == c]["C"],
-                                                         L2L_MIN_LEVELS)) for c in corpora]  # fmt: skip
-    chosen, _ = select_predictor(l2l_candidates(), groups, "C")
+                                                         l2l_methods.NESTED_MIN_LEVELS)) for c in corpora]  # fmt: skip
+    chosen, _ = select_predictor(l2l_methods.fitting_choices(), groups, "C")
     for corpus, (fit_set, cuts) in zip(corpora, groups, strict=True):
         target = held[held["dataset"] == corpus]
         result = calibrated_prediction(chosen, fit_set, target, "C", cuts, level)
@@ -281,23 +216,12 @@ def backtest_l2l(data, resamples: int, level: float, seed: int) -> list[dict]:
     return rows
 
 
-L2L_MIN_LEVELS = 3  # the smallest nested fit: the 3 smallest budgets (about 30 runs per corpus)
-
-
-def l2l_candidates() -> list[Predictor]:
-    """The fitting choices the loss-to-loss sweep's nested backtests choose among: both of the
-    paper's forms and Gadre et al.'s over-training form in (C, M), each on every budget or
-    without the smallest one (the fit weighted towards the larger runs)."""
-    return [law_predictor(form, drop_smallest=drop) for form in ("kaplan", "chinchilla",
-            "overtrain") for drop in (0, 1)]  # fmt: skip
-
-
 def _l2l_loss_to_loss(sweep, train, largest, E, holdout, resamples, level, seed) -> list[dict]:
     rows = []
     quantity = "val_loss from another corpus' val_loss"
     calibrated: dict[str, dict[str, tuple]] = {}
     for data0, data1 in itertools.permutations(sorted(E), 2):
-        pairs = paired_runs(sweep, data0, data1)
+        pairs = l2l_paper.pair_corpora(sweep, data0, data1, as_target=True)
         fit_set, target = pairs[pairs["C"] < largest], pairs[pairs["C"] == largest]
         target = target.assign(distance=_distance(target, fit_set, "C"))
         x, y = fit_set["actual_x"].to_numpy(), fit_set["actual"].to_numpy()
@@ -308,8 +232,8 @@ def _l2l_loss_to_loss(sweep, train, largest, E, holdout, resamples, level, seed)
         base = {"testbed": "l2l", "setting": f"train-to-train from {data0}", "holdout": holdout,
                 "metric": l2l_paper.VAL_LOSS, "quantity": quantity}  # fmt: skip
         rows += _rows(base, target, law.predict(**at), _intervals(law, level, **at), interval)
-        predictor = train_to_train_predictor(train, data0, data1)
-        cuts = nested_cuts(fit_set["C"], L2L_MIN_LEVELS)
+        predictor = l2l_methods.train_to_train_predictor(train, data0, data1)
+        cuts = nested_cuts(fit_set["C"], l2l_methods.NESTED_MIN_LEVELS)
         result = calibrated_prediction(predictor, fit_set, target, "C", cuts, level)
         rows += _calibrated_rows(base, target, result, "calibrated", predictor.name)
         errors = result.errors.assign(run=fit_set.loc[result.errors["row"], "run"].to_numpy())
@@ -322,71 +246,14 @@ def _l2l_loss_to_loss(sweep, train, largest, E, holdout, resamples, level, seed)
 def multi_source_rows(data1: str, by_source: dict, holdout: str, quantity: str,
                        level: float) -> list[dict]:  # fmt: skip
     """Every source's calibrated translation of each held-out run of ``data1`` combined."""
-    runs = sorted(set().union(*(set(t["run"]) for t, _, _ in by_source.values())))
-    points, spreads = {}, {}
-    for source, (target, result, _) in by_source.items():
-        at = pd.Series(result.point, index=target["run"]).reindex(runs)
-        spread = pd.Series(result.model.effective_spread(result.distance, level),
-                           index=target["run"]).reindex(runs)  # fmt: skip
-        points[source], spreads[source] = at.to_numpy(), spread.to_numpy()
-    correlation = correlation_of_sources(
-        {s: e for s, (_, _, e) in by_source.items()},
-        {s: r.model for s, (_, r, _) in by_source.items()}, key=["cut", "run"])
-    center, lower, upper = combine_sources(points, spreads, correlation, level)
-    frame = pd.concat([t for t, _, _ in by_source.values()]).drop_duplicates("run")
-    frame = frame.set_index("run").loc[runs].reset_index()
+    frame, center, lower, upper, interval = combine_calibrated(by_source, level)
     base = {"testbed": "l2l", "setting": "train-to-train from every other corpus",
             "holdout": holdout, "metric": l2l_paper.VAL_LOSS, "quantity": quantity}  # fmt: skip
-    off_diagonal = correlation.to_numpy()[~np.eye(len(correlation), dtype=bool)]
-    mean_r = float(np.nanmean(off_diagonal)) if off_diagonal.size else 1.0
-    interval = (f"{len(by_source)} calibrated sources, weights 1/spread^2, mean error "
-                f"correlation {mean_r:.2f}")  # fmt: skip
     return _method_rows(base, frame, "multi_source", "all sources", center, lower, upper,
                         frame["distance"], interval)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- gadre
-
-GADRE_MIN_LEVELS = 2  # the smallest nested fit: the 0.011B and 0.079B runs
-
-
-def _gadre_paper_predictor(with_error: bool) -> Predictor:
-    """The paper's procedure at a cut: loss law on the M = 20 runs plus the smallest model at
-    M = 320 (``fit_points``) of the sizes fitted, the error law on the same runs; predicts the
-    loss, or (``with_error``) the error chained through it."""
-
-    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        smallest = fit["N"].min()
-        chosen = fit[(fit["M"] == 20) | ((fit["N"] == smallest) & (fit["M"] == 320))]
-        if len(chosen) < 5:  # 4 runs fix the 4 parameters exactly: nothing left to test
-            raise ValueError("the paper's fit set needs 5 runs")
-        return _gadre_chain(chosen, target, with_error)
-
-    return Predictor("paper's fit set", fit_predict, 7 if with_error else 4)
-
-
-def _gadre_chain(fit: pd.DataFrame, target: pd.DataFrame, with_error: bool) -> np.ndarray:
-    params = gadre_paper.fit_loss_law(fit["N"], fit["M"], fit[gadre_paper.LOSS])
-    loss = gadre_paper.overtrain_loss(params, target["C"].to_numpy(), target["M"].to_numpy())
-    if not with_error:
-        return loss
-    error = gadre_paper.fit_error_law(fit[gadre_paper.LOSS], fit["error"])
-    return gadre_paper.error_law(loss, error["k"], error["gamma"], error["epsilon"])
-
-
-def gadre_candidates(with_error: bool) -> list[Predictor]:
-    """The paper's fit set, or every run of the fitted sizes with M up to 20, or every run
-    (all token multipliers): how much of the over-training grid the laws should see."""
-
-    def subset(limit):
-        def fit_predict(fit, target):
-            return _gadre_chain(fit[fit["M"] <= limit], target, with_error)
-        return fit_predict
-
-    return [_gadre_paper_predictor(with_error),
-            Predictor("every run with M <= 20", subset(20), 7 if with_error else 4),
-            Predictor("every run", subset(np.inf), 7 if with_error else 4)]  # fmt: skip
-
 
 def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
     runs = gadre_paper.runs_frame(data)
@@ -429,8 +296,8 @@ def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
                                          (True, "error", "17-task error")):  # fmt: skip
         fits = {d: runs[(runs["dataset"] == d) & (runs["N"] < held_size.min())]
                 .assign(actual=lambda f, column=column: f[column]) for d in datasets}  # fmt: skip
-        cuts = {d: nested_cuts(f["N"], GADRE_MIN_LEVELS) for d, f in fits.items()}
-        candidates = gadre_candidates(with_error)
+        cuts = {d: nested_cuts(f["N"], gadre_paper.NESTED_MIN_LEVELS) for d, f in fits.items()}
+        candidates = gadre_paper.fitting_choices(with_error)
         chosen, _ = select_predictor(candidates, [(fits[d], cuts[d]) for d in datasets], "N")
         for dataset in datasets:
             held = runs[(runs["dataset"] == dataset) & (runs["model"] == gadre_paper.ERROR_MODEL)]
@@ -447,49 +314,6 @@ def backtest_gadre(data, resamples: int, level: float, seed: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- ladder
-
-
-def ladder_targets(frame: pd.DataFrame, task) -> pd.DataFrame:
-    """Per run: N, D of its last evaluation, mean task loss and accuracy of its last 5."""
-    records = []
-    for run, group in frame.groupby("run", sort=True):
-        size, _ = parse_run(run)
-        loss = ladder_paper.weighted(group, task.loss_columns, task.weights)
-        accuracy = ladder_paper.weighted(group, task.accuracy_columns, task.weights)
-        n, d = float(MODEL_PARAMS[size]), float(group["D"].iloc[-1])
-        records.append({"run": run, "dataset": group["dataset"].iloc[0], "N": n, "D": d,
-                        "C": 6 * n * d, "M": d / n,
-                        "loss": float(np.mean(loss[-ladder_paper.LAST_EVALUATIONS:])),
-                        "accuracy": float(np.mean(accuracy[-ladder_paper.LAST_EVALUATIONS:]))})  # fmt: skip
-    return pd.DataFrame(records)
-
-
-LADDER_MIN_LEVELS = 2  # the smallest nested fit: the 190M and 370M runs (8 points, 5 parameters)
-
-
-def ladder_predictor(every: pd.DataFrame, task, accuracy: bool, step1: str = "paper") -> Predictor:
-    """The ladder's two steps at a cut (its runs ``fit["run"]``): step 1 the paper's (or the
-    over-training form in (C, M), ``step1="overtrain"``), step 2 the paper's sigmoid; predicts
-    the task loss or (``accuracy``) the chained accuracy."""
-
-    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        runs = tuple(fit["run"])
-        if step1 == "paper":
-            points = ladder_paper.step1_points(every, task, runs=runs)
-            theta = ladder_paper.fit_task_loss(points["N"], points["D"], points["y"]).x
-            loss = ladder_paper.task_loss_law(target["N"].to_numpy(), target["D"].to_numpy(),
-                                              theta)  # fmt: skip
-        else:
-            loss = law_predictor("overtrain", objective=huber_log(reduction="sum")).fit_predict(
-                fit.assign(actual=fit["loss"]), target)
-        if not accuracy:
-            return np.asarray(loss, float)
-        x, y = ladder_paper.step2_points(every, task, runs=runs)
-        return ladder_paper.sigmoid(np.asarray(loss, float),
-                                    *ladder_paper.fit_sigmoid(x, y, task.chance)[0])  # fmt: skip
-
-    name = "paper's step 1" if step1 == "paper" else "over-training form in (C, M) for step 1"
-    return Predictor(name, fit_predict, (5 if step1 == "paper" else 4) + (4 if accuracy else 0))
 
 
 def backtest_ladder(data, resamples: int, level: float, seed: int) -> list[dict]:
@@ -513,8 +337,8 @@ def backtest_ladder(data, resamples: int, level: float, seed: int) -> list[dict]
             step1 = ladder_paper.fit_task_loss(points["N"], points["D"], points["y"])
             loss, accuracy = ladder_paper.step2_points(fit_frame, task, runs=fit_runs)
             sigmoid_params, _ = ladder_paper.fit_sigmoid(loss, accuracy, task.chance)
-            fit_table = ladder_targets(fit_frame, task)
-            targets = ladder_targets(held_frame, task)
+            fit_table = ladder_paper.run_table(fit_frame, task)
+            targets = ladder_paper.run_table(held_frame, task)
             targets = targets.assign(distance=_distance(targets, fit_table, "N"))
             predicted = ladder_paper.task_loss_law(targets["N"], targets["D"], step1.x)
             inputs = {"N": points["N"].to_numpy(), "D": points["D"].to_numpy()}
@@ -543,17 +367,17 @@ def backtest_ladder(data, resamples: int, level: float, seed: int) -> list[dict]
 def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float) -> list[dict]:
     """Calibrated and selected rows of every task; the step-1 choice is made once for the
     ladder (pooled over tasks, task loss and accuracy) from nested backtests on ``fit_frame``."""
-    tables = {t.name: (ladder_targets(fit_frame, t), ladder_targets(held_frame, t))
+    tables = {t.name: (ladder_paper.run_table(fit_frame, t), ladder_paper.run_table(held_frame, t))
               for t in ladder_paper.TASKS}  # fmt: skip
     rows, groups, candidates = [], [], {}
     for task in ladder_paper.TASKS:
         fit_table, _ = tables[task.name]
-        cuts = nested_cuts(fit_table["N"], LADDER_MIN_LEVELS)
+        cuts = nested_cuts(fit_table["N"], ladder_paper.NESTED_MIN_LEVELS)
         for accuracy in (False, True):
             column = "accuracy" if accuracy else "loss"
             groups.append((fit_table.assign(actual=fit_table[column]), cuts))
             candidates[task.name, accuracy] = [
-                ladder_predictor(every, task, accuracy, step1) for step1 in ("paper", "overtrain")
+                ladder_paper.two_step_predictor(every, task, accuracy, step1) for step1 in ("paper", "overtrain")
             ]
     # the same choice for every task: score the candidates side by side, pooled
     pooled = [Predictor(name, per_group_fit_predict(candidates, i, groups), 9) for i, name in
@@ -563,7 +387,7 @@ def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float
     choice = [p.name for p in pooled].index(chosen.name)
     for task in ladder_paper.TASKS:
         fit_table, targets = tables[task.name]
-        cuts = nested_cuts(fit_table["N"], LADDER_MIN_LEVELS)
+        cuts = nested_cuts(fit_table["N"], ladder_paper.NESTED_MIN_LEVELS)
         for accuracy in (False, True):
             column, quantity = ("accuracy", "accuracy") if accuracy else ("loss", "task loss")
             fit_set = fit_table.assign(actual=fit_table[column])
@@ -577,18 +401,6 @@ def _ladder_new_methods(every, fit_frame, held_frame, holdout: str, level: float
                 rows += _calibrated_rows({**base, "setting": f"{label} ({method})"}, target,
                                          result, method, predictor.name)  # fmt: skip
     return rows
-
-
-def per_group_fit_predict(candidates: dict, index: int, groups: list):
-    """One candidate's procedure over every (task, quantity) group: the group is read from the
-    fit table's ``group`` column, so that one Predictor scores the same choice on all of them."""
-    keys = list(candidates)
-
-    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        group = int(fit["group"].iloc[0])
-        return candidates[keys[group]][index].fit_predict(fit, target)
-
-    return fit_predict
 
 
 # ----------------------------------------------------------------------------- chinchilla
@@ -608,31 +420,14 @@ def backtest_chinchilla(data, resamples: int, level: float, seed: int) -> list[d
     base = {"testbed": "chinchilla", "setting": "Chinchilla law (Epoch's fit)",
             "holdout": f"C > {CHINCHILLA_HOLDOUT_C:.3g}", "metric": "loss", "quantity": "loss"}  # fmt: skip
     rows = _rows(base, held, law.predict(**at), _intervals(law, level, **at), interval)
-    cuts = [c for c in CHINCHILLA_CUTS if c < everything_below["C"].max()]
-    candidates = chinchilla_candidates()
+    cuts = [c for c in chinchilla_paper.NESTED_CUTS if c < everything_below["C"].max()]
+    candidates = chinchilla_paper.fitting_choices()
     chosen, _ = select_predictor(candidates, [(everything_below, cuts)], "C")
     for method, predictor in (("calibrated", candidates[0]), ("selected", chosen)):
         result = calibrated_prediction(predictor, everything_below, held, "C", cuts, level)
         rows += _calibrated_rows({**base, "setting": f"Chinchilla law ({method})"}, held, result,
                                  method, predictor.name)  # fmt: skip
     return rows
-
-
-def chinchilla_candidates() -> list[Predictor]:
-    """Epoch's fit (the 5 highest losses dropped, summed Huber), without the drop, or either on
-    the runs above the smallest half decade of compute only (weighted towards the larger runs;
-    the figure's budgets have no exact levels, so the cut is at 10^19.25)."""
-    objective = huber_log(reduction="sum")
-    paper = law_predictor("chinchilla", objective, drop_highest=DROPPED_HIGHEST)
-    kept = law_predictor("chinchilla", objective)
-
-    def larger(predictor: Predictor) -> Predictor:
-        def fit_predict(fit, target):
-            return predictor.fit_predict(fit[fit["C"] > CHINCHILLA_CUTS[0]], target)
-        return Predictor(predictor.name + f", only C > {CHINCHILLA_CUTS[0]:.3g}", fit_predict,
-                         predictor.n_params)  # fmt: skip
-
-    return [paper, kept, larger(paper), larger(kept)]
 
 
 # ----------------------------------------------------------------------------- driver

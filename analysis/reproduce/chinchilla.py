@@ -26,6 +26,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import FORMS, fit_law, huber_log
+from analysis.calibrate import Predictor
+from analysis.predictors import law_predictor
 from analysis.reproduce.report import (
     Reproduction,
     huber_log_objective,
@@ -41,6 +43,9 @@ EPOCH_OBJECTIVE = 1.01827e-3  # Epoch's best objective over its 4,500-start grid
 EPOCH_PARAMS = {"A": 482.01, "B": 2085.43, "E": 1.8172, "alpha": 0.3478, "beta": 0.3658}
 # The compute budgets of the Chinchilla paper's IsoFLOP profiles (its Figure 3).
 CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)
+# Nested cuts of the points, whose budgets are read off a figure (no exact levels): every half
+# decade from 10^19.25 (about 55 points below the first) to 10^20.75.
+NESTED_CUTS = tuple(10.0 ** np.arange(19.25, 21.0, 0.5))
 HOFFMANN_PARAMS = {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28}
 
 
@@ -77,6 +82,28 @@ def figure(points: pd.DataFrame, dropped: pd.DataFrame, params: dict) -> Figure:
     fig.colorbar(scatter, label="log10 compute C")
     ax.legend(fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------- new methods
+
+
+def fitting_choices() -> list[Predictor]:
+    """Epoch's fit (the 5 highest losses dropped, summed Huber), without the drop, or either on
+    the runs above the smallest half decade of compute only (weighted towards the larger runs;
+    the figure's budgets have no exact levels, so the cut is at 10^19.25)."""
+    objective = huber_log(reduction="sum")
+    paper = law_predictor("chinchilla", objective, drop_highest=DROPPED_HIGHEST)
+    kept = law_predictor("chinchilla", objective)
+
+    def larger(predictor: Predictor) -> Predictor:
+        def fit_predict(fit, target):
+            return predictor.fit_predict(fit[fit["C"] > NESTED_CUTS[0]], target)
+        return Predictor(predictor.name + f", only C > {NESTED_CUTS[0]:.3g}", fit_predict,
+                         predictor.n_params)  # fmt: skip
+
+    return [paper, kept, larger(paper), larger(kept)]
+
+
 
 
 def reproduce(data: str | os.PathLike | None, out: Path) -> Reproduction:

@@ -38,7 +38,7 @@ here with scipy rather than with ``analysis.fit_law``):
 5. Two more methods predict the same targets, each fitted on every run of the corpus smaller
    than the target (N below the target's N), so that every prediction is an extrapolation in
    model size, with the interval of ``analysis.calibrate`` (the error model of nested backtests
-   by model size inside those runs, ``GADRE_MIN_LEVELS`` sizes at least; ``choice`` names the
+   by model size inside those runs, ``NESTED_MIN_LEVELS`` sizes at least; ``choice`` names the
    procedure, ``interval`` the error model):
 
    - ``calibrated``: the paper's procedure (loss law on the M = 20 runs plus the smallest model at
@@ -77,7 +77,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from analysis.calibrate import Predictor, calibrated_prediction, nested_cuts, select_predictor
 from analysis.fit import single_threaded
+from analysis.predictors import quiet_fit
 from analysis.reproduce.report import Reproduction, save_figure, side_by_side, write_csv
 from analysis.testbeds import load_gadre, wide
 from analysis.testbeds.gadre import DATASETS, MODEL_SIZES, SUBSET_17, model_name
@@ -90,7 +92,7 @@ PREDICTION_COLUMNS = ("dataset", "method", "choice", "size", "N", "M", "D", "C",
                       "error_relative_error", "interval")  # fmt: skip
 METHODS = ("paper", "calibrated", "selected")
 LEVEL = 0.9  # of every prediction interval in gadre_predictions.csv
-PAPER_CHOICE = "paper's fit set"  # the name of analysis.backtest's paper predictor
+PAPER_CHOICE = "paper's fit set"  # the name of ``paper_predictor``
 MIN_FIT_SIZES = 4  # the new methods predict a target with at least 4 model sizes below it
 
 
@@ -262,12 +264,55 @@ def _relative_errors(table: pd.DataFrame) -> None:
         table[f"{what}_relative_error"] = table[f"{what}_predicted"] / table[f"{what}_observed"] - 1
 
 
+# ----------------------------------------------------------------------------- new methods
+
+NESTED_MIN_LEVELS = 2  # the smallest nested fit: the 0.011B and 0.079B runs
+
+
+def paper_predictor(with_error: bool) -> Predictor:
+    """The paper's procedure at a cut: loss law on the M = 20 runs plus the smallest model at
+    M = 320 (``fit_points``) of the sizes fitted, the error law on the same runs; predicts the
+    loss, or (``with_error``) the error chained through it."""
+
+    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        smallest = fit["N"].min()
+        chosen = fit[(fit["M"] == 20) | ((fit["N"] == smallest) & (fit["M"] == 320))]
+        if len(chosen) < 5:  # 4 runs fix the 4 parameters exactly: nothing left to test
+            raise ValueError("the paper's fit set needs 5 runs")
+        return _fit_and_chain(chosen, target, with_error)
+
+    return Predictor(PAPER_CHOICE, fit_predict, 7 if with_error else 4)
+
+
+def _fit_and_chain(fit: pd.DataFrame, target: pd.DataFrame, with_error: bool) -> np.ndarray:
+    params = fit_loss_law(fit["N"], fit["M"], fit[LOSS])
+    loss = overtrain_loss(params, target["C"].to_numpy(), target["M"].to_numpy())
+    if not with_error:
+        return loss
+    error = fit_error_law(fit[LOSS], fit["error"])
+    return error_law(loss, error["k"], error["gamma"], error["epsilon"])
+
+
+def fitting_choices(with_error: bool) -> list[Predictor]:
+    """The paper's fit set, or every run of the fitted sizes with M up to 20, or every run
+    (all token multipliers): how much of the over-training grid the laws should see."""
+
+    def subset(limit):
+        def fit_predict(fit, target):
+            return _fit_and_chain(fit[fit["M"] <= limit], target, with_error)
+        return fit_predict
+
+    return [paper_predictor(with_error),
+            Predictor("every run with M <= 20", subset(20), 7 if with_error else 4),
+            Predictor("every run", subset(np.inf), 7 if with_error else 4)]  # fmt: skip
+
+
+
+
 def paper_loss_interval(runs: pd.DataFrame, fit: dict, C, M, level: float = LEVEL):
     """The 90% prediction interval of the paper's loss law at (C, M): the same law refitted by
     ``analysis.fit_law`` (least squares, as ``curve_fit``) on the paper's five runs, the delta
     method combined with its residual scatter (as ``analysis.backtest``)."""
-    from analysis.backtest import quiet_fit  # here: analysis.backtest imports this module
-
     loss_points, _ = fit_points(runs, fit["dataset"])
     inputs = {"C": loss_points["C"].to_numpy(float), "M": loss_points["M"].to_numpy(float)}
     law = quiet_fit("overtrain", inputs, loss_points[LOSS].to_numpy(float),
@@ -281,15 +326,12 @@ def new_method_predictions(runs: pd.DataFrame, paper: pd.DataFrame,
     """The ``calibrated`` and ``selected`` rows (item 5 of the module's docstring) of the targets
     of ``paper`` (the paper's rows of every corpus): per target size, each corpus' runs below it
     are the fit table; the loss and the chained error are calibrated separately."""
-    from analysis.backtest import GADRE_MIN_LEVELS, gadre_candidates
-    from analysis.calibrate import calibrated_prediction, nested_cuts, select_predictor
-
     keep = ["dataset", "size", "N", "M", "D", "C", "in_data", "loss_observed", "error_observed"]
     tables = {m: paper[keep].reset_index(drop=True).assign(method=m) for m in METHODS[1:]}
     notes = {m: {what: [""] * len(paper) for what in ("choice", "interval")} for m in tables}
     base = tables["calibrated"]
     for what, column, with_error in (("loss", LOSS, False), ("error", "error", True)):
-        candidates = gadre_candidates(with_error)
+        candidates = fitting_choices(with_error)
         for method in tables:
             tables[method][f"{what}_predicted"] = np.nan
             tables[method][f"{what}_predicted_lower"] = np.nan
@@ -298,7 +340,7 @@ def new_method_predictions(runs: pd.DataFrame, paper: pd.DataFrame,
             fits = {d: runs[(runs["dataset"] == d) & (runs["N"] < horizon)]
                     for d in base["dataset"].unique()}  # fmt: skip
             fits = {d: f.assign(actual=f[column]) for d, f in fits.items()}
-            cuts = {d: nested_cuts(f["N"], GADRE_MIN_LEVELS) for d, f in fits.items()}
+            cuts = {d: nested_cuts(f["N"], NESTED_MIN_LEVELS) for d, f in fits.items()}
             if any(f["N"].nunique() < MIN_FIT_SIZES for f in fits.values()):
                 continue  # too few smaller sizes to extrapolate from: NaN rows
             groups = [(f, cuts[d]) for d, f in fits.items()]

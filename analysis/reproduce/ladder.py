@@ -47,7 +47,7 @@ prediction interval ``X_lower``, ``X_upper``:
 - ``calibrated``: the same two steps (``analysis.backtest.ladder_predictor``) fitted on the same
   16 runs, its point corrected and its interval widened by the error model of nested backtests
   by model size inside them (fit 190M-370M, predict 760M and 1B; fit 190M-760M, predict 1B:
-  ``analysis.calibrate``, ``LADDER_MIN_LEVELS`` sizes at least); the targets' scale is their N.
+  ``analysis.calibrate``, ``NESTED_MIN_LEVELS`` sizes at least); the targets' scale is their N.
 - ``selected``: the step 1 (the paper's, or the over-training form in (C, M)) that those
   nested backtests favour, chosen once for the ladder pooled over every task's task loss and
   chained accuracy (as ``analysis.backtest``), calibrated the same way; ``choice`` names it.
@@ -74,7 +74,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 
+from analysis import huber_log
+from analysis.calibrate import Predictor, calibrated_prediction, nested_cuts, select_predictor
 from analysis.fit import single_threaded
+from analysis.predictors import law_predictor, per_group_fit_predict, quiet_fit, with_bootstrap
 from analysis.reproduce.report import Reproduction, fmt, save_figure, side_by_side, write_csv
 from analysis.testbeds import load_ladder, wide
 from analysis.testbeds.ladder import MODEL_PARAMS, parse_run
@@ -100,7 +103,7 @@ CHECK_COLUMNS = (
                                             f"{name}_published")),
     *(c for name in PREDICTED[2:] for c in (name, f"{name}_lower", f"{name}_upper")),
 )  # fmt: skip
-PAPER_CHOICE = "paper's step 1"  # the name of analysis.backtest's paper predictor
+PAPER_CHOICE = "paper's step 1"  # the name of ``two_step_predictor``'s paper procedure
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,52 @@ def step2_points(frame: pd.DataFrame, task: Task, runs=FINAL_RUNS) -> tuple[np.n
     return np.concatenate([*losses, [0.0]]), np.concatenate([*accuracies, [1.0]])
 
 
+# ----------------------------------------------------------------------------- new methods
+
+
+def run_table(frame: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Per run: N, D of its last evaluation, mean task loss and accuracy of its last 5."""
+    records = []
+    for run, group in frame.groupby("run", sort=True):
+        size, _ = parse_run(run)
+        loss = weighted(group, task.loss_columns, task.weights)
+        accuracy = weighted(group, task.accuracy_columns, task.weights)
+        n, d = float(MODEL_PARAMS[size]), float(group["D"].iloc[-1])
+        records.append({"run": run, "dataset": group["dataset"].iloc[0], "N": n, "D": d,
+                        "C": 6 * n * d, "M": d / n,
+                        "loss": float(np.mean(loss[-LAST_EVALUATIONS:])),
+                        "accuracy": float(np.mean(accuracy[-LAST_EVALUATIONS:]))})  # fmt: skip
+    return pd.DataFrame(records)
+
+
+NESTED_MIN_LEVELS = 2  # the smallest nested fit: the 190M and 370M runs (8 points, 5 parameters)
+
+
+def two_step_predictor(every: pd.DataFrame, task: Task, accuracy: bool, step1: str = "paper") -> Predictor:
+    """The ladder's two steps at a cut (its runs ``fit["run"]``): step 1 the paper's (or the
+    over-training form in (C, M), ``step1="overtrain"``), step 2 the paper's sigmoid; predicts
+    the task loss or (``accuracy``) the chained accuracy."""
+
+    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        runs = tuple(fit["run"])
+        if step1 == "paper":
+            points = step1_points(every, task, runs=runs)
+            theta = fit_task_loss(points["N"], points["D"], points["y"]).x
+            loss = task_loss_law(target["N"].to_numpy(), target["D"].to_numpy(),
+                                              theta)  # fmt: skip
+        else:
+            loss = law_predictor("overtrain", objective=huber_log(reduction="sum")).fit_predict(
+                fit.assign(actual=fit["loss"]), target)
+        if not accuracy:
+            return np.asarray(loss, float)
+        x, y = step2_points(every, task, runs=runs)
+        return sigmoid(np.asarray(loss, float),
+                                    *fit_sigmoid(x, y, task.chance)[0])  # fmt: skip
+
+    name = PAPER_CHOICE if step1 == "paper" else "over-training form in (C, M) for step 1"
+    return Predictor(name, fit_predict, (5 if step1 == "paper" else 4) + (4 if accuracy else 0))
+
+
 # ----------------------------------------------------------------------------- the reproduction
 
 
@@ -290,9 +339,6 @@ def paper_intervals(frame: pd.DataFrame, task: Task, fit: dict, level: float = L
     """The ``paper`` row's ``X_lower``, ``X_upper``: step 1 refitted by ``analysis.fit_law`` on
     the 16 points (summed Huber), bootstrapped, its prediction interval at the 13B and 7B
     targets; the accuracy's from the loss's ends through the fitted sigmoid (they swap)."""
-    from analysis import huber_log
-    from analysis.backtest import quiet_fit, with_bootstrap  # here: it imports this module
-
     points = step1_points(frame, task)
     inputs = {"N": points["N"].to_numpy(float), "D": points["D"].to_numpy(float)}
     y = points["y"].to_numpy(float)
@@ -317,28 +363,20 @@ def new_method_checks(frame: pd.DataFrame,
     """The ``calibrated`` and ``selected`` rows of every task (the module's docstring), and the
     selection's scores (one row per candidate step 1: mean |log error| of the nested backtests,
     pooled over the tasks' task loss and chained accuracy)."""
-    from analysis.backtest import (
-        LADDER_MIN_LEVELS,
-        ladder_predictor,
-        ladder_targets,
-        per_group_fit_predict,
-    )
-    from analysis.calibrate import Predictor, calibrated_prediction, nested_cuts, select_predictor
-
     targets = pd.DataFrame({"run": ["13B-5T", "7B-4T"], "N": [float(v) for v in
                             (TARGET_13B[0], TARGET_7B[0])], "D": [float(v) for v in
                             (TARGET_13B[1], TARGET_7B[1])]})  # fmt: skip
     targets = targets.assign(C=6 * targets["N"] * targets["D"], M=targets["D"] / targets["N"])
     tables, groups, candidates = {}, [], {}
     for task in TASKS:
-        fit_table = ladder_targets(frame, task)
-        cuts = nested_cuts(fit_table["N"], LADDER_MIN_LEVELS)
+        fit_table = run_table(frame, task)
+        cuts = nested_cuts(fit_table["N"], NESTED_MIN_LEVELS)
         tables[task.name] = (fit_table, cuts)
         for accuracy in (False, True):
             groups.append((fit_table.assign(actual=fit_table["accuracy" if accuracy else "loss"]),
                            cuts))  # fmt: skip
             candidates[task.name, accuracy] = [
-                ladder_predictor(frame, task, accuracy, step1) for step1 in ("paper", "overtrain")
+                two_step_predictor(frame, task, accuracy, step1) for step1 in ("paper", "overtrain")
             ]
     # one step 1 for the whole ladder: every candidate scored on every (task, quantity), pooled
     names = [p.name for p in candidates[TASKS[0].name, False]]

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from analysis import get_form
-from analysis.reproduce import l2l
+from analysis.predictors import law_predictor
+from analysis.reproduce import l2l, l2l_methods, l2l_paper
 from analysis.reproduce.__main__ import main as reproduce_main
-from analysis.reproduce.l2l import (
+from analysis.reproduce.l2l_methods import GIVEN_COLUMNS
+from analysis.reproduce.l2l_paper import (
     CORPORA,
     FORMS,
-    GIVEN_COLUMNS,
     LOSS_NAMES,
     PREDICTION_COLUMNS,
     SCALING_COLUMNS,
@@ -24,8 +25,8 @@ from analysis.reproduce.l2l import (
     TRAIN_TO_TEST_COLUMNS,
     TRAIN_TO_TRAIN_COLUMNS,
     loss_to_loss,
-    paper_params,
 )
+from analysis.sizes import paper_param_count
 from analysis.testbeds.l2l import read_opt_params
 from tests.conftest import shared_path
 
@@ -104,7 +105,7 @@ def test_predictions_for_the_papers_largest_runs(l2l_outputs):
     fits = pd.read_csv(out / "scaling_fits.csv")
     assert len(table) == len(fits) == 276
     assert list(everything["method"][:276]) == ["paper"] * 276  # the paper's rows first
-    N = paper_params(40)
+    N = paper_param_count(40)
     assert (everything["N"] == N).all() and np.allclose(everything["D"], 1e21 / (6 * N), rtol=1e-15)
     assert (everything["C"] == 1e21).all()
     for fit, row in zip(fits.to_dict("records"), table.to_dict("records"), strict=True):
@@ -142,7 +143,7 @@ def test_calibrated_and_selected_rows(l2l_outputs):
                     strict=True)) == list(itertools.product(CORPORA, LOSS_NAMES, FORMS))  # fmt: skip
     assert (calibrated["choice"] == calibrated["form"]).all()
     selection = pd.read_csv(out / "selection.csv")
-    assert tuple(selection.columns) == l2l.SELECTION_COLUMNS
+    assert tuple(selection.columns) == l2l_methods.SELECTION_COLUMNS
     assert selection["chosen"].sum() == 1 and len(selection) == 6
     chosen = selection.loc[selection["chosen"], "choice"].iloc[0]
     assert selection.loc[selection["chosen"], "mean_abs_log_error"].iloc[0] == pytest.approx(
@@ -160,7 +161,6 @@ def test_calibrated_and_selected_rows(l2l_outputs):
 def test_batched_fits_are_the_procedures_own():
     """``_batched`` (every nested fit made beforehand by fit_laws) gives law_predictor's numbers,
     and falls back to it on a row set it did not prepare. Synthetic runs: no data needed."""
-    from analysis.backtest import law_predictor
     from analysis.calibrate import calibrated_prediction, nested_cuts
 
     rng = np.random.default_rng(0)
@@ -171,10 +171,10 @@ def test_batched_fits_are_the_procedures_own():
     loss = ((8e7 / N) ** (0.34 / 0.3) + 5e9 / D) ** 0.3 * 2.0 + 1.7
     table = pd.DataFrame({"dataset": "x", "loss_name": "y", "N": N, "D": D, "C": C, "M": D / N,
                           "actual": loss * np.exp(rng.normal(0, 0.003, len(N)))})  # fmt: skip
-    target = l2l.largest_run()
+    target = l2l_paper.largest_run()
     cuts = nested_cuts(table["C"], 3)
     for form, drop in (("kaplan", 0), ("chinchilla", 0), ("overtrain", 1)):
-        batched = l2l._batched(form, drop, {("x", "y"): table}, {("x", "y"): cuts})
+        batched = l2l_methods._batched(form, drop, {("x", "y"): table}, {("x", "y"): cuts})
         plain = law_predictor(form, drop_smallest=drop)
         assert batched.name == plain.name
         ours = calibrated_prediction(batched, table, target, "C", cuts)
@@ -223,11 +223,11 @@ def test_a_single_given_source_is_its_own_combination(l2l_outputs):
     out, _ = l2l_outputs
     from analysis.testbeds import load_l2l, wide
 
-    sweep = wide(load_l2l(shared_path("l2l")), [l2l.VAL_LOSS])
+    sweep = wide(load_l2l(shared_path("l2l")), [l2l_paper.VAL_LOSS])
     t2t = pd.read_csv(out / "train_to_train.csv")
     E = dict(zip(t2t["data0"], t2t["E_x"], strict=False))
-    given = l2l.read_given(pd.DataFrame({"data": ["proof-pile-2"], "val_loss": [1.46]}))
-    table = l2l.given_predictions(sweep, given, E)
+    given = l2l_methods.read_given(pd.DataFrame({"data": ["proof-pile-2"], "val_loss": [1.46]}))
+    table = l2l_methods.given_predictions(sweep, given, E)
     assert len(table) == 5 * 3 and set(table["source"]) == {"proof-pile-2", "all"}
     for target, mine in table.groupby("data"):
         calibrated = mine[mine["method"] == "calibrated"][["prediction", "lower", "upper"]]
@@ -289,10 +289,3 @@ def test_given_is_documented(capsys):
     assert "--given GIVEN.csv" in help_text and "data,val_loss" in help_text
     assert "given_predictions.csv" in help_text and "multi_source" in help_text
     assert "--given" in l2l.__doc__ and "given_predictions.csv" in l2l.__doc__
-
-
-def test_paper_params_is_the_models_count():
-    pytest.importorskip("torch")
-    from modeling_l2l import paper_param_count
-
-    assert all(paper_params(n) == paper_param_count(n) for n in (4, 12, 32, 40))
