@@ -32,6 +32,20 @@ from huggingface_hub.errors import (
 from scipy.special import ndtri  # the standard normal quantile (scipy.stats imports in ~2 s)
 
 from .atomic import write_atomic
+from .law_fields import (
+    as_boolean,
+    as_bound,
+    as_finite,
+    as_integer,
+    as_mapping,
+    as_object,
+    as_strings,
+    json_kind,
+    read_config,
+    read_samples,
+    short,
+    strict_json,
+)
 from .laws import get_form
 from .objectives import Objective
 
@@ -351,7 +365,7 @@ class Law(
     def from_dict(cls, data: dict, samples: np.ndarray | None = None) -> Law:
         if not isinstance(data, dict):
             raise ValueError(
-                f"not an l2l law config: a JSON {_json_kind(data)}, where a law is an object "
+                f"not an l2l law config: a JSON {json_kind(data)}, where a law is an object "
                 '({"l2l_law_format": 1, "form": ..., "params": {...}, ...})'
             )
         if data.get("l2l_law_format") != FORMAT_VERSION:
@@ -375,46 +389,46 @@ class Law(
             except (KeyError, TypeError, ValueError, AttributeError) as error:
                 detail = f"no {error}" if isinstance(error, KeyError) else str(error)
                 # an object's or list's entry is named by the error itself
-                shown = "" if isinstance(value, dict | list) else f"{_short(value)}: "
+                shown = "" if isinstance(value, dict | list) else f"{short(value)}: "
                 raise ValueError(
                     f"malformed l2l law config: ill-typed field {key!r} ({shown}{detail})"
                 ) from None
 
         spec = get_form(field_("form", str))
-        numbers = _mapping(float)
+        numbers = as_mapping(float)
         return cls(
             form=spec.name,
             # every name, not only the form's: an unknown one is an error, not dropped; a NaN
             # parameter would print NaN predictions as if they were answers
-            params=field_("params", _mapping(_finite)),
-            objective=field_("objective", lambda v: Objective(**_object(v))),
+            params=field_("params", as_mapping(as_finite)),
+            objective=field_("objective", lambda v: Objective(**as_object(v))),
             objective_value=field_("objective_value", float),
-            n_points=field_("n_points", _integer),
-            converged=field_("converged", _boolean),
+            n_points=field_("n_points", as_integer),
+            converged=field_("converged", as_boolean),
             message=field_("message", str, ""),
-            n_iterations=field_("n_iterations", _integer, 0),
-            fixed=field_("fixed", _strings, ()),
-            bounds=field_("bounds", _mapping(_bound), {}),
+            n_iterations=field_("n_iterations", as_integer, 0),
+            fixed=field_("fixed", as_strings, ()),
+            bounds=field_("bounds", as_mapping(as_bound), {}),
             start=field_("start", numbers, {}),
             r_squared=field_("r_squared", float, float("nan")),
             stderr=field_("stderr", numbers, {}),
             covariance=field_(
                 "covariance", lambda v: tuple(tuple(float(x) for x in row) for row in v), ()
             ),
-            warnings=field_("warnings", _strings, ()),
+            warnings=field_("warnings", as_strings, ()),
             residuals=field_(
                 "residuals", lambda v: None if v is None else np.array(v, float), None
             ),
             samples=samples,
-            bootstrap_info=field_("bootstrap_info", lambda v: dict(_object(v)), {}),
-            metadata=field_("metadata", lambda v: dict(_object(v)), {}),
+            bootstrap_info=field_("bootstrap_info", lambda v: dict(as_object(v)), {}),
+            metadata=field_("metadata", lambda v: dict(as_object(v)), {}),
         )
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # Strict JSON (the Hub and non-Python readers reject NaN/Infinity tokens): non-finite
         # numbers are written as the strings "NaN", "Infinity", "-Infinity", which float() and
         # numpy read back in every numeric field.
-        text = json.dumps(_strict_json(self.to_dict()), indent=2, allow_nan=False)
+        text = json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False)
         write_atomic(save_directory / CONFIG_NAME, text + "\n")
         samples_path = save_directory / SAMPLES_NAME
         if self.samples is None:
@@ -462,7 +476,7 @@ class Law(
             path = resolve(CONFIG_NAME)
             if path is None:
                 raise ValueError(f"no {CONFIG_NAME} in {model_id!r}: not a saved law")
-            config = _read_config(path, f"{model_id!r}: {CONFIG_NAME}")
+            config = read_config(path, f"{model_id!r}: {CONFIG_NAME}")
         try:
             law = cls.from_dict(config)
         except ValueError as error:
@@ -475,7 +489,7 @@ class Law(
             raise ValueError(
                 f"{model_id!r}: {CONFIG_NAME} records a bootstrap but {SAMPLES_NAME} is missing"
             )
-        return replace(law, samples=_read_samples(samples_path, law.form_spec.params))
+        return replace(law, samples=read_samples(samples_path, law.form_spec.params))
 
     @classmethod
     def from_pretrained(
@@ -620,7 +634,7 @@ def check_save_directory(path: str | os.PathLike) -> Law | None:
     config_path = path / CONFIG_NAME
     if config_path.exists():
         try:
-            config = _read_config(str(config_path), str(config_path))
+            config = read_config(str(config_path), str(config_path))
             if "l2l_law_format" not in config:
                 raise ValueError(f"{config_path} has no l2l_law_format field")
         except (ValueError, OSError) as error:
@@ -638,20 +652,6 @@ def check_save_directory(path: str | os.PathLike) -> Law | None:
             "would replace or delete it: choose another folder"
         )
     return None
-
-
-def _read_config(path: str, where: str) -> dict:
-    """The JSON object in ``path``; a ValueError beginning with ``where`` otherwise."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{where} is not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(
-            f"{where} holds a JSON {_json_kind(config)}, not an object: not a saved law"
-        )
-    return config
 
 
 def _mixture_quantiles(
@@ -681,91 +681,3 @@ def _mixture_quantiles(
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be strictly between 0 and 1, got {level!r}")
-
-
-def _json_kind(value) -> str:
-    """What a JSON value is, in JSON's words."""
-    kinds = ((dict, "object"), (list, "list"), (str, "string"), (bool, "boolean"))
-    kinds += ((int | float, "number"), (type(None), "null"))
-    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _object(value) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"a JSON object is needed, not a {_json_kind(value)}")
-    return value
-
-
-def _mapping(convert):
-    def mapping(value) -> dict:
-        out = {}
-        for key, item in _object(value).items():
-            try:
-                out[str(key)] = convert(item)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{key!r}: {error}") from None
-        return out
-
-    return mapping
-
-
-def _finite(value) -> float:
-    number = float(value)
-    if not np.isfinite(number):
-        raise ValueError(f"a finite number is needed, got {value!r}")
-    return number
-
-
-def _bound(value) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise TypeError(f"a [low, high] pair is needed, got {_short(value)}")
-    return float(value[0]), float(value[1])
-
-
-def _strings(value) -> tuple[str, ...]:
-    # tuple("alpha") would be five one-letter names
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError("a list of strings is needed")
-    return tuple(value)
-
-
-def _integer(value) -> int:
-    if isinstance(value, bool) or not float(value).is_integer():
-        raise ValueError("a whole number is needed")
-    return int(value)
-
-
-def _boolean(value) -> bool:
-    if not isinstance(value, bool):  # bool("false") is True
-        raise TypeError("true or false is needed")
-    return value
-
-
-def _strict_json(value):
-    """``value`` with every non-finite float replaced by its JSON-safe string."""
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict_json(v) for v in value]
-    if isinstance(value, float | np.floating) and not np.isfinite(value):
-        return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
-def _read_samples(path: str, params: tuple[str, ...]) -> np.ndarray:
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or tuple(rows[0]) != tuple(params):
-        raise ValueError(f"{path}: bootstrap samples header {rows[:1]} does not match {params}")
-    if len(rows) < 2:  # an interval of no resamples would be NaN
-        raise ValueError(f"{path}: no bootstrap samples below the header")
-    try:
-        values = [[float(v) for v in row] for row in rows[1:]]
-        return np.array(values, dtype=float).reshape(-1, len(params))
-    except ValueError as error:
-        raise ValueError(f"{path}: malformed bootstrap samples ({error})") from None
