@@ -19,13 +19,8 @@ from l2l.presets import StudyPreset, get_preset
 STUDY_RECORD = "l2l_study.json"
 
 
-def param_count(width: int, layers: int, vocab_size: int) -> int:
-    """The paper's N (embeddings and the untied head included) at any width and depth:
-    ``2 V d + L (12 d^2 + 4 d) + d`` (``modeling_l2l.paper_param_count`` with d = 64 L)."""
-    return 2 * vocab_size * width + layers * (12 * width * width + 4 * width) + width
-
-
 def _shape_runs(preset: StudyPreset) -> tuple[list, list[str]]:
+    from analysis.sizes import param_count
     from modeling_l2l.run_names import format_run_name
     from training.corpora import corpus_label
     from training.study import PlannedRun

@@ -75,17 +75,6 @@ def _describe_unknown(names, known) -> str:
     return ", ".join(hints)
 
 
-def paper_param_count(n: int, vocab_size: int = PAPER_VOCAB_SIZE) -> int:
-    """The paper's parameter count N at depth ``n``, embeddings (input and untied output) included.
-
-    ``N = 2 V d + n (12 d^2 + 4 d) + d`` with ``d = 64 n``: per block four ``d x d`` attention
-    projections and a ``d -> 4d -> d`` MLP (``12 d^2``) plus four weight-only LayerNorms (attention,
-    MLP, query and key norm: ``4 d``); then the final LayerNorm (``d``).
-    """
-    d = PAPER_HEAD_DIM * n
-    return 2 * vocab_size * d + n * (12 * d * d + 4 * d) + d
-
-
 @strict
 class L2LConfig(PreTrainedConfig):
     """Architecture of the loss-to-loss decoder (a pre-norm GPT with QK-LayerNorm and RoPE).
@@ -271,4 +260,4 @@ class L2LConfig(PreTrainedConfig):
         return self.num_hidden_layers
 
 
-__all__ = ["AUTO_MAP", "L2LConfig", "PAPER_DEPTHS", "paper_param_count"]
+__all__ = ["AUTO_MAP", "L2LConfig", "PAPER_DEPTHS"]

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from analysis.locations import DATA_DIR, LLAMA2_TOKENIZER
+
 # The paper's tokens per optimizer step: 1024 sequences of 512 tokens.
 PAPER_TOKENS_PER_STEP = 1024 * 512
 
@@ -54,10 +56,10 @@ class DataConfig:
     corpus: str = "fineweb-100b"
     """A registered corpus (``training.data.CORPORA``) or local text/JSONL/Parquet files (a path,
     folder or glob)."""
-    tokenizer: str = "meta-llama/Llama-2-7b-hf"
+    tokenizer: str = LLAMA2_TOKENIZER
     """Hub id or local folder of the tokenizer; ``offline:V`` is the package's byte-level BPE of V
     tokens trained on the standard library (offline runs; losses not comparable with Llama-2's)."""
-    data_dir: str = "~/.cache/l2l/data"
+    data_dir: str = DATA_DIR
     """Where tokenised shards are written once and memory-mapped (one folder per corpus and
     tokenizer)."""
     seq_len: int = 512
@@ -348,7 +350,7 @@ class TrainingConfig:
     def paper(cls, n_layers: int = 8, corpus: str = "fineweb-100b", *,
               flop_budget: float | None = None, tokens: int | None = None) -> TrainingConfig:
         """The loss-to-loss recipe at depth ``n_layers``; D from ``tokens`` or ``C / (6 N)``."""
-        from modeling_l2l import paper_param_count
+        from analysis.sizes import paper_param_count
 
         cfg = cls()
         cfg.model.n_layers = n_layers
@@ -369,7 +371,7 @@ class TrainingConfig:
         weight decay 0.1 on everything but the input embedding (norms included:
         ``decay_norm_and_bias=True``); warmup from 0 over N tokens; cosine to 0.1 x the peak;
         z-loss 1e-5 (``auxiliary_loss_multiplier``); clipping at 1.0."""
-        from modeling_l2l import paper_param_count
+        from analysis.sizes import paper_param_count
 
         n_params = paper_param_count(n_layers)
         cfg = cls()

@@ -72,7 +72,7 @@ def plan_runs(
     """
     # Here rather than at the top: the package imports torch and transformers (seconds), which
     # `python -m training.sweep --help` and its argument errors must not wait for.
-    from modeling_l2l import paper_param_count
+    from analysis.sizes import paper_param_count
     from modeling_l2l.run_names import format_run_name
 
     batch_for = global_batch_size if callable(global_batch_size) else (
@@ -153,13 +153,13 @@ def overtraining_grid(depths: Iterable[int], corpora: Sequence[str],
 
 # ---------------------------------------------------------------------------- summary
 def training_flops(run: PlannedRun, vocab_size: int = 32000) -> float:
-    """FLOPs the run will actually execute, by the model's own count: per token
-    ``6 N_matmul + 12 n d T`` (N_matmul excludes the input embedding, a lookup), times the tokens
-    of ``steps`` full batches. Slightly above the planning convention C = 6 N D."""
-    d = run.d_model
-    n_matmul = run.N - vocab_size * d - (4 * run.n_layers + 1) * d
-    per_token = 6 * n_matmul + 12 * run.n_layers * d * run.seq_len
-    return per_token * run.steps * run.global_batch_size * run.seq_len
+    """FLOPs the run will actually execute, by the model's own count
+    (``analysis.sizes.training_flops``) over the tokens of ``steps`` full batches. Slightly
+    above the planning convention C = 6 N D."""
+    from analysis.sizes import training_flops as flops
+
+    return flops(run.d_model, run.n_layers, run.steps * run.global_batch_size * run.seq_len,
+                 run.seq_len, vocab_size)
 
 
 def summarize(runs: Sequence[PlannedRun], *, study_dir: str | Path | None = None,

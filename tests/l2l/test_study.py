@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.sizes import param_count
 from l2l.cli import main
 from l2l.fits import fit_study, loss_column, task_column
-from l2l.plan import STUDY_RECORD, param_count, plan_study, read_record, run_training_config
+from l2l.plan import STUDY_RECORD, plan_study, read_record, run_training_config
 from l2l.presets import PRESETS, Shape, StudyPreset, Target, get_preset
 
 REPO = Path(__file__).resolve().parents[2]
