@@ -35,11 +35,48 @@ Workflows (``analysis.workflows``): ``compute_optimal``, ``fit_loss_to_loss``,
 ``TwoStepLaw``. Figures: ``analysis.plots.plot_law``. Command line: ``python -m analysis fit|predict``.
 """
 
-from .bootstrap import bootstrap
-from .fit import FitWarning, fit_law, fit_laws
-from .law import Law, load_law
-from .laws import FORMS, get_form
-from .objectives import Objective, huber_log, least_squares, log_ols
+import importlib
+import sys
+import types
+
+# The API loads on first use (PEP 562), so that a torch-free helper module (``analysis.sizes``,
+# ``analysis.atomic``, ``analysis.cache``) imports in milliseconds for the other packages, not
+# after scipy and huggingface_hub.
+_API = {
+    "bootstrap": ".bootstrap",
+    "FitWarning": ".fit",
+    "fit_law": ".fit",
+    "fit_laws": ".fit",
+    "Law": ".law",
+    "load_law": ".law",
+    "FORMS": ".laws",
+    "get_form": ".laws",
+    "Objective": ".objectives",
+    "huber_log": ".objectives",
+    "least_squares": ".objectives",
+    "log_ols": ".objectives",
+}
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # Importing the submodule ``analysis.bootstrap`` binds it under its name here, where the
+        # API name ``bootstrap`` is the function: keep the function.
+        if name == "bootstrap" and isinstance(value, types.ModuleType):
+            value = value.bootstrap
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "FORMS",

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from analysis.locations import DATA_DIR
+
 from .scorer import model_max_length
 
 logger = logging.getLogger(__name__)
@@ -188,7 +190,7 @@ def held_out_windows(
     seq_len: int,
     n_tokens: int,
     tokenizer: str | None = None,
-    data_dir: str = "~/.cache/l2l/data",
+    data_dir: str = DATA_DIR,
     val_sequences: int = 2048,
     build: bool = True,
     text_field: str | None = None,

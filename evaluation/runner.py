@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from analysis.locations import DATA_DIR
+
 from .downstream import FAMILIES, evaluate_task
 from .losses import (
     DEFAULT_LOSS_TOKENS,
@@ -225,7 +227,7 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
                 seq_len=data_setting("seq_len", None, lambda: model_max_length(lm, tokenizer)),
                 n_tokens=cfg.loss_tokens,
                 tokenizer=data.get("tokenizer") or tokenizer_name,
-                data_dir=cfg.data_dir or data.get("data_dir") or "~/.cache/l2l/data",
+                data_dir=cfg.data_dir or data.get("data_dir") or DATA_DIR,
                 val_sequences=data_setting("val_sequences", cfg.val_sequences, lambda: 2048),
                 # The run's own corpus is read as training read it; other corpora by default.
                 text_field=data.get("text_field") if own_corpus else None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from analysis.locations import LLAMA2_TOKENIZER
+
 HEAD_DIM = 64  # the paper's heads: width 64 n split into n heads
 
 
@@ -81,7 +83,7 @@ _TINY_SHAPES = (Shape(1, 1), Shape(1, 2), Shape(2, 1), Shape(2, 2))
 # What the paper presets share: the paper's corpus, tokenizer and launcher, and full task splits.
 _ON_GPUS = dict(
     corpora=("fineweb-edu-100b",),
-    tokenizer="meta-llama/Llama-2-7b-hf",
+    tokenizer=LLAMA2_TOKENIZER,
     vocab_size=32000,
     task_limit=None,
     launcher="slurm",

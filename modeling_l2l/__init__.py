@@ -4,10 +4,20 @@ Importing this package registers ``model_type="l2l"`` with ``AutoConfig``, ``Aut
 ``AutoModelForCausalLM``, and marks the classes for ``register_for_auto_class`` so that
 ``save_pretrained`` writes the code and ``auto_map`` beside the weights: a user without this
 package loads the folder with ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)``.
+
+One exception, and why: ``python -m modeling_l2l.convert_olmo --help`` must answer at once, but
+Python imports this package before it runs any module of it, and the registration needs the model
+classes, hence torch and transformers (seconds on a small machine). So while Python is only
+locating one of this package's modules to run it (``_located_for_a_command``), nothing is
+imported or registered here: the model attributes below load, and the Auto classes register, on
+first use (``__getattr__``), which the command reaches only when it has work to do. Every other
+import (``import modeling_l2l``, ``from modeling_l2l import ...``) registers at once, as above.
 """
 
 import importlib
 import sys
+
+from .run_names import RunName, format_run_name, parse_run_name  # pure Python
 
 
 def _located_for_a_command() -> bool:
@@ -26,7 +36,6 @@ _MODEL_ATTRIBUTES = {
     "AUTO_MAP": ".configuration_l2l",
     "PAPER_DEPTHS": ".configuration_l2l",
     "L2LConfig": ".configuration_l2l",
-    "paper_param_count": ".configuration_l2l",
     "PEAK_FLOPS_BY_DEVICE": ".modeling_l2l",
     "L2LForCausalLM": ".modeling_l2l",
     "L2LModel": ".modeling_l2l",
@@ -51,8 +60,9 @@ def _register_auto_classes() -> None:
     L2LForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 
+
 if not _located_for_a_command():
-    from .configuration_l2l import AUTO_MAP, PAPER_DEPTHS, L2LConfig, paper_param_count
+    from .configuration_l2l import AUTO_MAP, PAPER_DEPTHS, L2LConfig
     from .modeling_l2l import (
         PEAK_FLOPS_BY_DEVICE,
         L2LForCausalLM,
@@ -62,11 +72,11 @@ if not _located_for_a_command():
     )
 
     _register_auto_classes()
-from .run_names import RunName, format_run_name, parse_run_name
 
 # Loaded on first use: they are not needed to build a model, and a module run with `python -m`
 # must not be imported by its package first.
 _LAZY_ATTRIBUTES = {
+    "paper_param_count": "analysis.sizes",  # the closed form, torch-free (analysis.sizes)
     "convert_olmo_checkpoint": ".convert_olmo",
     "L2L_HUB_REPO": ".hub",
     "download_run": ".hub",

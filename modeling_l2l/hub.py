@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
+
+from analysis.locations import cache_dir
 
 from .convert_olmo import convert_olmo_checkpoint
 from .modeling_l2l import L2LForCausalLM
@@ -32,8 +33,7 @@ L2L_HUB_REPO = "KempnerInstituteAI/loss-to-loss"
 
 def default_converted_dir() -> Path:
     """``$L2L_CACHE/converted`` (default ``~/.cache/l2l/converted``)."""
-    root = os.environ.get("L2L_CACHE") or Path.home() / ".cache" / "l2l"
-    return Path(root).expanduser() / "converted"
+    return cache_dir("converted")
 
 
 def resolve_run(

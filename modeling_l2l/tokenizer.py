@@ -29,7 +29,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-LLAMA2_TOKENIZER = "meta-llama/Llama-2-7b-hf"
+from analysis.locations import LLAMA2_TOKENIZER, cache_dir
+
 # Llama-2's special tokens and ids, reused by the offline tokenizer so that eos_token_id = 2 holds.
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 UNK, BOS, EOS = SPECIAL_TOKENS
@@ -72,8 +73,7 @@ def stdlib_text_files() -> list[Path]:
 
 def default_tokenizer_cache() -> Path:
     """``$L2L_CACHE/tokenizers`` (default ``~/.cache/l2l/tokenizers``)."""
-    root = os.environ.get("L2L_CACHE") or Path.home() / ".cache" / "l2l"
-    return Path(root).expanduser() / "tokenizers"
+    return cache_dir("tokenizers")
 
 
 def _corpus_fingerprint(files: Sequence[Path], vocab_size: int, max_bytes: int | None) -> str:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.locations import DATA_DIR, LLAMA2_TOKENIZER
 from training.corpora import (
     CorpusError,
     CorpusSpec,
@@ -459,8 +460,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def load_validation_split(
     corpus: str,
     *,
-    tokenizer: str = "meta-llama/Llama-2-7b-hf",
-    data_dir: str | os.PathLike = "~/.cache/l2l/data",
+    tokenizer: str = LLAMA2_TOKENIZER,
+    data_dir: str | os.PathLike = DATA_DIR,
     seq_len: int = 512,
     val_sequences: int = 2048,
     text_field: str | None = None,
@@ -499,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.data", description=main.__doc__)
     parser.add_argument("corpus", help="registered corpus name or local files")
-    parser.add_argument("--tokenizer", default="meta-llama/Llama-2-7b-hf")
-    parser.add_argument("--data-dir", default="~/.cache/l2l/data")
+    parser.add_argument("--tokenizer", default=LLAMA2_TOKENIZER)
+    parser.add_argument("--data-dir", default=DATA_DIR)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--val-sequences", type=int, default=2048)
     parser.add_argument("--tokens", type=float, default=1e8, help="training tokens to build")

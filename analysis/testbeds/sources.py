@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from analysis.atomic import write_atomic
+from analysis.locations import cache_dir
 
 RAW_BASE = "https://raw.githubusercontent.com"
 API_BASE = "https://api.github.com"
@@ -31,7 +32,7 @@ class TestbedUnavailableError(ConnectionError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("L2L_CACHE", Path.home() / ".cache" / "l2l")) / "testbeds"
+    return cache_dir("testbeds")
 
 
 @dataclass(frozen=True)
