@@ -207,3 +207,99 @@ def test_l2l_methods_on_the_papers_sweep():
     assert len(multi) == 66 and multi["run"].is_unique
     assert (multi["lower_pred"] < multi["predicted"]).all()
     assert (multi["upper_pred"] > multi["predicted"]).all()
+
+
+# The guard above, on the papers' own data: the held-out runs' values are replaced by nonsense in
+# a copy of each testbed, and nothing a method predicts, bounds or chooses may move.
+def _poisoned_copy(source, folder, poison):
+    import shutil
+
+    shutil.copytree(source, folder)
+    poison(folder)
+    return folder
+
+
+def _assert_blind(clean, poisoned, rows):
+    for column in ("predicted", "lower_pred", "upper_pred", "choice", "interval"):
+        pd.testing.assert_series_equal(clean.loc[rows, column], poisoned.loc[rows, column])
+    assert not np.allclose(clean.loc[rows, "actual"], poisoned.loc[rows, "actual"])
+
+
+def test_no_method_sees_the_held_out_runs_of_the_l2l_sweep(tmp_path):
+    """One corpus' held-out runs poisoned: every prediction OF them is unchanged. (A
+    train-to-train prediction FROM them takes their measured loss as its input, as the paper
+    does, so those rows move and are not compared.)"""
+    source = shared_path("l2l")
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    sweep = pd.read_csv(source / "sweep.csv")
+    sweep = sweep[sweep["data"].isin(["fineweb-100b", "starcoder", "proof-pile-2"])]  # faster
+    sweep.to_csv(clean_dir / "sweep.csv", index=False)
+
+    def poison(folder):
+        table = pd.read_csv(folder / "sweep.csv")
+        held = (table["iso_flop"] == table["iso_flop"].max()) & (table["data"] == "starcoder")
+        table.loc[held, "val_loss"] = table.loc[held, "val_loss"] * 3.0
+        table.to_csv(folder / "sweep.csv", index=False)
+
+    clean = pd.DataFrame(backtest_l2l(clean_dir, 10, 0.9, 0))
+    poisoned = pd.DataFrame(backtest_l2l(_poisoned_copy(clean_dir, tmp_path / "poisoned", poison),
+                                         10, 0.9, 0))
+    assert set(clean["method"]) == {"paper", "calibrated", "selected", "multi_source"}
+    judged = clean.index[clean["dataset"] == "starcoder"]
+    assert set(clean.loc[judged, "method"]) == {"paper", "calibrated", "selected", "multi_source"}
+    _assert_blind(clean, poisoned, judged)
+    single = clean.index[clean["quantity"] == "val_loss from (N, D)"]
+    for column in ("predicted", "lower_pred", "upper_pred", "choice"):
+        pd.testing.assert_series_equal(clean.loc[single, column], poisoned.loc[single, column])
+
+
+def test_no_method_sees_the_held_out_runs_of_gadre(tmp_path):
+    import json
+
+    from analysis.reproduce.gadre import ERROR_MODEL
+
+    def poison(folder):
+        for path in (folder / "models").glob("*.json"):
+            record = json.loads(path.read_text())
+            if record["hyperparameters"]["model"] == ERROR_MODEL:
+                for result in record["results"]:
+                    result["loss"] *= 3.0
+                path.write_text(json.dumps(record))
+        for path in (folder / "evals").glob("*.json"):
+            record = json.loads(path.read_text())
+            if ERROR_MODEL in record["model"] or "d=2048" in record["name"]:
+                record["eval_metrics"]["icl"] = {k: v * 0.5 for k, v in
+                                                 record["eval_metrics"]["icl"].items()}
+                path.write_text(json.dumps(record))
+
+    clean = pd.DataFrame(backtest_gadre(shared_path("gadre"), 20, 0.9, 0))
+    poisoned = pd.DataFrame(backtest_gadre(
+        _poisoned_copy(shared_path("gadre"), tmp_path / "gadre", poison), 20, 0.9, 0))
+    assert set(clean["method"]) == {"paper", "calibrated", "selected"}
+    _assert_blind(clean, poisoned, clean.index)
+
+
+def test_no_method_sees_the_held_out_runs_of_the_ladder(tmp_path, monkeypatch):
+    from analysis.backtest import backtest_ladder
+    from analysis.reproduce import ladder
+
+    monkeypatch.setattr(ladder, "TASKS", ladder.TASKS[:1])  # the mechanism, not every task
+
+    def poison_size(size):
+        def poison(folder):
+            for path in (folder / "runs").glob(f"{size}-*.csv"):
+                table = pd.read_csv(path)
+                metrics = [c for c in table.columns if c.startswith("eval/")]
+                table[metrics] = table[metrics] * 3.0
+                table.to_csv(path, index=False)
+        return poison
+
+    clean = pd.DataFrame(backtest_ladder(shared_path("ladder"), 10, 0.9, 0))
+    assert set(clean["method"]) == {"paper", "calibrated", "selected"}
+    for size in ("3B", "1B"):  # each hold-out: its runs poisoned, its own rows unchanged
+        rows = clean.index[clean["holdout"].str.startswith(f"{size} runs")]
+        assert len(rows)
+        poisoned = pd.DataFrame(backtest_ladder(_poisoned_copy(
+            shared_path("ladder"), tmp_path / size, poison_size(size)), 10, 0.9, 0))
+        _assert_blind(clean, poisoned, rows)
