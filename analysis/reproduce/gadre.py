@@ -47,7 +47,7 @@ here with scipy rather than with ``analysis.fit_law``):
      four sizes: for the 1.4B targets (fitted on the four small sizes) its calibration is the
      run-to-run scatter only (no nested error, no correction: ``interval`` says "0 nested
      cuts"); for the 6.9B target the cut at 0.411B gives it the 1.4B runs' errors.
-   - ``selected``: the candidate of ``analysis.backtest.gadre_candidates`` (the paper's fit set,
+   - ``selected``: the candidate of ``fitting_choices`` (the paper's fit set,
      every run with M <= 20, every run) with the smallest nested-backtest error, chosen once for
      the study pooled over every corpus, separately for the loss and for the chained error. The
      choice looks only at runs below the target's size: for the 6.9B target that is every

@@ -36,15 +36,16 @@ lines give them), for which the repository publishes no prediction to compare wi
 ``ladder_check.csv`` has one row per task and ``method``, each predicted column X with its 90%
 prediction interval ``X_lower``, ``X_upper``:
 
-- ``paper``: the repository's numbers above, unchanged; ``fit_error`` and the ``*_published``
-  columns are on these rows only. The interval is that of step 1 refitted by
+- ``paper``: the paper's method as this reproduction recomputes it (equal to the repository's
+  numbers above to at least five significant digits, which the ``*_published`` columns hold
+  beside them); ``fit_error`` and the ``*_published`` columns are on these rows only. The interval is that of step 1 refitted by
   ``analysis.fit_law`` (the same law and summed Huber objective) on the same 16 points, with
   ``RESAMPLES`` bootstrap resamples of the runs, combined with the fit's residual scatter
   (``Law.predict_interval(kind="prediction")``), and mapped through the fitted sigmoid for the
   accuracy (decreasing in the loss: the ends swap; step 2's own uncertainty is left out). It
   covers the fit's noise only, not the error of extrapolation (``analysis.backtest``: 50% to
   83% coverage of the 3B runs on several tasks).
-- ``calibrated``: the same two steps (``analysis.backtest.ladder_predictor``) fitted on the same
+- ``calibrated``: the same two steps (``two_step_predictor``) fitted on the same
   16 runs, its point corrected and its interval widened by the error model of nested backtests
   by model size inside them (fit 190M-370M, predict 760M and 1B; fit 190M-760M, predict 1B:
   ``analysis.calibrate``, ``NESTED_MIN_LEVELS`` sizes at least); the targets' scale is their N.
