@@ -223,6 +223,11 @@ def given_predictions(
     runs = sweep[np.isfinite(sweep[VAL_LOSS])].assign(actual=lambda f: f[VAL_LOSS])
     measured = dict(zip(given["data"], given["val_loss"], strict=True))
     sources = [c for c in CORPORA if c in measured]
+    floor = [c for c in sources if measured[c] <= E[c]]
+    if floor:  # (L - E_x)^kappa is 0 there: every law would predict E_y, with no width at all
+        raise ValueError("--given: " + "; ".join(
+            f"{c} val_loss {measured[c]:g} is at or below {E[c]:.4f}, the irreducible loss E of "
+            f"that corpus' Kaplan fit" for c in floor) + ": no run reaches it; check the value")
     base = largest_run().iloc[0].to_dict()
     rows = []
     for data1 in (c for c in CORPORA if c not in measured):

@@ -289,3 +289,18 @@ def test_given_is_documented(capsys):
     assert "--given GIVEN.csv" in help_text and "data,val_loss" in help_text
     assert "given_predictions.csv" in help_text and "multi_source" in help_text
     assert "--given" in l2l.__doc__ and "given_predictions.csv" in l2l.__doc__
+
+
+def test_a_given_loss_below_the_laws_floor_is_refused(l2l_outputs):
+    """Below E_x every train-to-train law predicts its E_y exactly, with a zero-width interval:
+    that is a wrong input, not a prediction."""
+    out, _ = l2l_outputs
+    from analysis.testbeds import load_l2l, wide
+
+    sweep = wide(load_l2l(shared_path("l2l")), [l2l_paper.VAL_LOSS])
+    t2t = pd.read_csv(out / "train_to_train.csv")
+    E = dict(zip(t2t["data0"], t2t["E_x"], strict=False))
+    given = l2l_methods.read_given(pd.DataFrame({"data": ["starcoder"],
+                                                 "val_loss": [E["starcoder"] * 0.9]}))
+    with pytest.raises(ValueError, match=r"starcoder val_loss .* irreducible loss E"):
+        l2l_methods.given_predictions(sweep, given, E)
