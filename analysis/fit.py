@@ -419,6 +419,12 @@ def _finish(
                 f"{problem.n_points} points (flat direction of the objective); their values are "
                 "arbitrary"
             )
+        if problem.n_points <= len(free):
+            notes.append(
+                f"exactly determined: {problem.n_points} points for {len(free)} free parameters, "
+                "so the law passes through every point and nothing measures its error (no "
+                "residual scatter; its intervals and any extrapolation are unchecked)"
+            )
         if not info["success"]:
             notes.append(f"optimiser did not converge: {info['message']}")
         for note in notes:

@@ -334,3 +334,16 @@ def test_a_fit_stopped_short_says_so(monkeypatch):
         law = fit_law("chinchilla", inputs, target)
     assert not law.converged and "ITERATIONS REACHED LIMIT" in law.message
     assert "NOT converged" in law.summary()
+
+
+def test_an_exactly_determined_fit_says_so():
+    """Three points for three parameters: the law passes through them all, with nothing left to
+    measure its error; the fit says so (warning and law.warnings) instead of looking confident."""
+    C = np.array([1e18, 1e19, 1e20])
+    loss = 1.8 + 40 * C**-0.08
+    with pytest.warns(FitWarning, match="exactly determined: 3 points for 3 free parameters"):
+        law = fit_law("compute", {"C": C}, loss)
+    assert any("exactly determined" in w for w in law.warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one point more: nothing to say
+        fit_law("compute", {"C": np.append(C, 1e21)}, np.append(loss, 1.8 + 40 * 1e21**-0.08))
