@@ -113,7 +113,7 @@ def read_models(
     root = resolve(source, SOURCE)
     models = root.child(MODELS_DIR)
     if not models.exists():
-        raise FileNotFoundError(f"no {MODELS_DIR}/ folder in {root.describe()}")
+        raise FileNotFoundError(f"no {MODELS_DIR}/ folder in {root.describe()}{root.provenance()}")
     names = [n for n in models.names() if n.endswith(".json")]
     if not names:
         raise FileNotFoundError(f"no model .json files in {models.describe()}")

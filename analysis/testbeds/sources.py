@@ -14,7 +14,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis.atomic import write_atomic
@@ -40,23 +40,33 @@ class LocalFolder:
     """A folder on disk holding a testbed's files."""
 
     root: Path
+    copy_of: GitHubFolder | None = field(default=None, compare=False)
+    """The repository folder this is a local copy of, named when a file is missing."""
 
     def child(self, name: str) -> LocalFolder:
-        return LocalFolder(self.root / name)
+        return LocalFolder(self.root / name, self.copy_of and self.copy_of.child(name))
 
     def exists(self, name: str = "") -> bool:
         return (self.root / name).exists()
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"testbed folder not found: {self.root}")
+            raise FileNotFoundError(f"testbed folder not found: {self.root}{self.provenance()}")
         return sorted(p.name for p in self.root.iterdir() if p.is_file())
 
     def read_bytes(self, name: str) -> bytes:
         path = self.root / name
         if not path.is_file():
-            raise FileNotFoundError(f"testbed file not found: {path}")
+            raise FileNotFoundError(f"testbed file not found: {path}{self.provenance()}")
         return path.read_bytes()
+
+    def provenance(self) -> str:
+        """Where the folder comes from, for an error message (empty when unknown)."""
+        if self.copy_of is None:
+            return ""
+        return (f" (it comes from the folder {self.copy_of.path} of the GitHub repository "
+                f"{self.copy_of.repo}: pass the path of a local copy of that folder, or no "
+                "path at all to download it)")
 
     def describe(self, name: str = "") -> str:
         return str(self.root / name) if name else str(self.root)
@@ -85,6 +95,9 @@ class GitHubFolder:
 
     def describe(self, name: str = "") -> str:
         return self.url(name) if name else f"github.com/{self.repo}@{self.ref}/{self.path}"
+
+    def provenance(self) -> str:
+        return ""  # describe() names the repository already
 
     def _cache_path(self, name: str) -> Path:
         return cache_root() / self.repo / self.ref / self.path.strip("/") / name
@@ -134,7 +147,7 @@ def resolve(source: str | os.PathLike | Folder | None, default: GitHubFolder) ->
         raise ValueError(
             f"{text}: pass a local path, or a GitHubFolder(repo, path, ref) for another repository"
         )
-    return LocalFolder(Path(text).expanduser())
+    return LocalFolder(Path(text).expanduser(), default)
 
 
 def resolve_file(
@@ -144,7 +157,7 @@ def resolve_file(
     if source is not None and not isinstance(source, LocalFolder | GitHubFolder):
         path = Path(os.fspath(source)).expanduser()
         if path.is_file():
-            return LocalFolder(path.parent), path.name
+            return LocalFolder(path.parent, default), path.name
     return resolve(source, default), name
 
 

@@ -83,3 +83,14 @@ def test_missing_remote_file_and_offline_errors(tmp_path, github, monkeypatch):
         load_l2l(offline)
     with pytest.raises(ValueError, match="pass a local path"):
         load_l2l("https://github.com/lab/notebooks")
+
+
+@pytest.mark.parametrize("name", ["l2l", "gadre", "ladder", "chinchilla"])
+def test_a_local_copy_without_the_file_names_where_it_comes_from(tmp_path, name):
+    from analysis.testbeds import load_testbed
+
+    with pytest.raises(FileNotFoundError) as info:
+        load_testbed(name, tmp_path / "nothing-here")
+    message = str(info.value)
+    assert str(tmp_path / "nothing-here") in message and "GitHub repository" in message
+    assert "or no path at all to download it" in message
