@@ -307,8 +307,17 @@ def iter_documents(
                     f"{sorted(row)}); set data.text_field"
                 )
             text = row[field]
-            if text:
-                yield text
+            if text is None or text == "":
+                continue  # a document without text holds no tokens
+            if not isinstance(text, str):
+                raise CorpusError(
+                    f"corpus {spec.name!r}: field {field!r} holds a value of type "
+                    f"{type(text).__name__} ({str(text)[:40]!r}), not text, in "
+                    f"{_describe_parts(spec, hub_mirror)}; "
+                    "every document's text must be a string (set data.text_field to the field "
+                    "that holds it)"
+                )
+            yield text
     except CorpusError:
         raise
     except _READ_ERRORS as exc:

@@ -308,3 +308,16 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, tok, tokenizer_dir):
         build(str(bad), tok, tokenizer_dir, tmp_path / "data")
     leftovers = [p.name for p in (tmp_path / "data").rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_documents_whose_text_is_not_a_string(tmp_path):
+    """null or empty text is a document without tokens (skipped); a number where the text
+    should be is a CorpusError naming the corpus and the field, not a tokenizer traceback."""
+    from training.corpora import CorpusError
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"text": "one"}\n{"text": null}\n{"text": ""}\n{"text": "two"}\n')
+    assert list(iter_documents(resolve_corpus(str(path)))) == ["one", "two"]
+    path.write_text('{"text": "one"}\n{"text": 42}\n')
+    with pytest.raises(CorpusError, match=r"field 'text' holds a value of type int \('42'\), not text"):
+        list(iter_documents(resolve_corpus(str(path))))
