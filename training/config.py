@@ -274,6 +274,10 @@ class TrainingConfig:
             ("run.output_dir", bool(self.run.output_dir.strip()), "must not be empty"),
             ("run.name", self.run.name is None or _is_folder_name(self.run.name),
              "must be a plain folder name (no '/', not '.' or '..')"),
+            # file systems refuse longer names (ENAMETOOLONG) when the run folder is made
+            ("run.name", self.run.name is None or len(self.run.name.encode()) <= 255,
+             f"is {len((self.run.name or '').encode())} bytes long; a folder name can be at "
+             "most 255: choose a shorter name"),
             ("run.tokens", self.run.tokens >= 1, "must be >= 1"),
             ("run.steps", self.run.steps is None or self.run.steps >= 1, "must be >= 1 (or null)"),
             ("run.max_steps", self.run.max_steps is None or self.run.max_steps >= 1,

@@ -194,3 +194,12 @@ def test_non_finite_numbers_and_inconsistent_sizes_are_rejected(override, field)
 def test_width_and_heads_that_divide_are_accepted():
     cfg = TrainingConfig().with_overrides(["model.d_model=96", "model.n_heads=3"]).validate()
     assert (cfg.model.d_model, cfg.model.n_heads) == (96, 3)
+
+
+def test_a_run_name_longer_than_a_folder_name_can_be_is_refused():
+    cfg = TrainingConfig.tiny_cpu()
+    cfg.run.name = "r" * 300
+    with pytest.raises(ConfigError, match=r"run.name: is 300 bytes long; a folder name can be at most 255"):
+        cfg.validate()
+    cfg.run.name = "r" * 255
+    cfg.validate()
