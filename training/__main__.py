@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from training.checkpoint import CheckpointError
     from training.corpora import CorpusError
     from training.run_lock import RunLockedError
-    from training.trainer import NonFiniteLossError, train
+    from training.trainer import NonFiniteLossError, OutOfMemoryError, train
 
     try:
         train(cfg)
-    except (ConfigError, CorpusError, FileExistsError, CheckpointError, RunLockedError) as exc:
+    except (ConfigError, CorpusError, FileExistsError, CheckpointError, RunLockedError,
+            OutOfMemoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -63,6 +63,16 @@ from training.schedule import lr_at_step, warmup_steps_for
 CORPUS_RECORD = "corpus.json"
 
 
+class OutOfMemoryError(RuntimeError):
+    """A micro-batch did not fit in the device's memory; the message says what to lower."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError naming the failure.
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; the run stopped before the update."""
 
@@ -452,13 +462,25 @@ def train(cfg: TrainingConfig) -> dict:
                     train_data.gather(order.indices(positions)), cfg.model.vocab_size, corpus.root))
                 batch = batch.to(accelerator.device, non_blocking=True)
                 sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
-                with sync:
-                    logits = model(input_ids=batch, use_cache=False).logits
-                    loss, cross_entropy, z_squared = loss_fn(logits, batch, cfg.optim.z_loss)
-                    # Every micro-batch predicts micro x (L - 1) tokens (packed, never padded), so
-                    # the mean of the micro-batch means, and DDP's mean over processes, is the
-                    # step's mean over all its tokens.
-                    accelerator.backward(loss / accum)
+                try:
+                    with sync:
+                        logits = model(input_ids=batch, use_cache=False).logits
+                        loss, cross_entropy, z_squared = loss_fn(logits, batch, cfg.optim.z_loss)
+                        # Every micro-batch predicts micro x (L - 1) tokens (packed, never
+                        # padded), so the mean of the micro-batch means, and DDP's mean over
+                        # processes, is the step's mean over all its tokens.
+                        accelerator.backward(loss / accum)
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    accelerator.end_training()
+                    raise OutOfMemoryError(
+                        f"{name}: out of memory at step {step} in a micro-batch of {micro} "
+                        f"sequences x {cfg.data.seq_len} tokens on {accelerator.device}: lower "
+                        f"batch.micro_batch_size (gradient accumulation keeps the global batch of "
+                        f"{cfg.batch.global_batch_size}) or set model.gradient_checkpointing=true, "
+                        "then run again with --resume (the last checkpoint is kept)"
+                    ) from None
                 step_ce += cross_entropy / accum
                 step_z += cfg.optim.z_loss * z_squared / accum
             grad_norm = clip_gradients(accelerator, model, cfg.optim.grad_clip)

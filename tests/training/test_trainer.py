@@ -345,3 +345,33 @@ def test_resume_drops_a_torn_metrics_line(tmp_path):
                     '{"step": 3, "loss": 3.0}\n{"step": 4, "lo')  # killed mid-append
     MetricsLog(path, enabled=True, resume_step=2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_micro_batch_out_of_memory_says_what_to_lower(tmp_path, tokenizer_dir, data_dir,
+                                                         monkeypatch):
+    import training.trainer as trainer
+    from training.trainer import OutOfMemoryError
+
+    def out_of_memory(logits, ids, z_loss):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "causal_lm_loss", out_of_memory)
+    cfg = tiny_config(tokenizer_dir, data_dir, tmp_path)
+    with pytest.raises(OutOfMemoryError, match=r"out of memory at step 0 in a micro-batch of 4 "
+                       r"sequences .* lower batch.micro_batch_size .* --resume"):
+        train(cfg)
+
+    def cpu_allocator(logits, ids, z_loss):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(trainer, "causal_lm_loss", cpu_allocator)
+    with pytest.raises(OutOfMemoryError, match="lower batch.micro_batch_size"):
+        train(cfg)
+
+    def other(logits, ids, z_loss):
+        raise RuntimeError("shape mismatch")  # not a memory error: raised as it is
+
+    monkeypatch.setattr(trainer, "causal_lm_loss", other)
+    with pytest.raises(RuntimeError, match="^shape mismatch$"):
+        train(cfg)
