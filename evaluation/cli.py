@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         # FileNotFoundError of a missing folder; every row before it is in the table.
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Rows are appended and fsync'ed as each metric is computed: nothing finished is lost.
+        print(f"interrupted: the rows computed so far are in {args.out}; run the same command "
+              "again to compute only what is missing", file=sys.stderr)
+        return 130
     for f in failures:
         print(f"FAILED {f.run}: {f.what}: {_one_line(f.error)}", file=sys.stderr)
     if table.path.exists():

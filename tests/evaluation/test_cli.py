@@ -490,3 +490,26 @@ def test_the_own_corpus_is_read_with_the_runs_text_field(tmp_path, tokenizer, mo
     assert seen == [(str(corpus), "content")]
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert "val_loss" in {row["metric"] for row in rows}
+
+
+def test_ctrl_c_mid_sweep_is_one_line_and_resumes(study, tmp_path, task_dir, monkeypatch, capsys):
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    out = tmp_path / "results.jsonl"
+    calls = []
+
+    def interrupted_on_second_task(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    real = runner.evaluate_task
+    monkeypatch.setattr(runner, "evaluate_task", interrupted_on_second_task)
+    assert main(sweep_args(study, out, task_dir, corpus)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the rows computed so far are in" in err and "Traceback" not in err
+    kept = len(ResultsTable(out).rows)
+    assert kept >= 1
+    monkeypatch.undo()
+    assert main(sweep_args(study, out, task_dir, corpus)) == 0
+    assert len(ResultsTable(out).rows) > kept
