@@ -12,11 +12,7 @@ field annotations; nothing is ever ``eval``-ed. Errors name the offending field.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +20,17 @@ from typing import Any, Literal
 import yaml
 
 from analysis.locations import DATA_DIR, LLAMA2_TOKENIZER
+from training.typed_config import (
+    ConfigError,
+    check_types,
+    from_plain,
+    get_dotted,
+    set_dotted,
+    to_plain,
+)
 
 # The paper's tokens per optimizer step: 1024 sequences of 512 tokens.
 PAPER_TOKENS_PER_STEP = 1024 * 512
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message starts with the dotted field name."""
 
 
 @dataclass
@@ -222,7 +222,7 @@ class TrainingConfig:
     # ------------------------------------------------------------------------ validation
     def validate(self) -> TrainingConfig:
         """Check every field's type and range; raise ``ConfigError`` naming the first bad one."""
-        _check_types(self, "")
+        check_types(self)
         m, d, o, s, b = self.model, self.data, self.optim, self.schedule, self.batch
         width = m.d_model if m.d_model is not None else 64 * m.n_layers
         heads = m.n_heads if m.n_heads is not None else m.n_layers
@@ -287,7 +287,7 @@ class TrainingConfig:
         ]
         for name, ok, message in rules:
             if not ok:
-                raise ConfigError(f"{name}: {message} (got {_get(self, name)!r})")
+                raise ConfigError(f"{name}: {message} (got {get_dotted(self, name)!r})")
         if self.total_steps < 1:
             raise ConfigError(
                 f"run.tokens: {self.run.tokens} tokens is less than one optimizer step of "
@@ -303,7 +303,7 @@ class TrainingConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -313,7 +313,7 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        return _from_dict(cls, data, "")
+        return from_plain(cls, data)
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> TrainingConfig:
@@ -346,7 +346,7 @@ class TrainingConfig:
             if "=" not in item:
                 raise ConfigError(f"override {item!r}: expected section.field=value")
             key, raw = item.split("=", 1)
-            _set_from_string(cfg, key.strip(), raw)
+            set_dotted(cfg, key.strip(), raw)
         return cfg
 
     # --------------------------------------------------------------------------- presets
@@ -430,182 +430,3 @@ PRESETS = {
 def _is_folder_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
-
-def _get(cfg: Any, dotted: str) -> Any:
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unknown(name: str, known: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean '{where}{close[0]}'?)" if close else f"; known: {', '.join(known)}"
-    return ConfigError(f"{where}{name}: unknown field{hint}")
-
-
-def _from_dict(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    hints = _hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in hints:
-            raise _unknown(str(key), sorted(hints), prefix)
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _from_dict(tp, value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _set_from_string(cfg: TrainingConfig, dotted: str, raw: str) -> None:
-    parts = dotted.split(".")
-    obj: Any = cfg
-    for i, part in enumerate(parts):
-        hints = _hints(type(obj))
-        where = ".".join(parts[:i]) + ("." if i else "")
-        if part not in hints:
-            raise _unknown(part, sorted(hints), where)
-        tp = hints[part]
-        if i == len(parts) - 1:
-            if dataclasses.is_dataclass(tp):
-                raise ConfigError(f"{dotted}: is a section; set one of its fields ({dotted}.x=...)")
-            setattr(obj, part, _coerce(_parse_raw(raw, tp), tp, dotted))
-        else:
-            if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a section")
-            obj = getattr(obj, part)
-
-
-def _parse_raw(raw: str, tp: Any) -> Any:
-    """Turn a command-line string into a value: YAML scalars/lists (safe_load, no eval), except
-    that a field that can hold a string keeps the raw text (``data.corpus=123`` stays "123")."""
-    raw = raw.strip()
-    options = _union_args(tp)
-    if raw.lower() in ("null", "none", "~") and type(None) in options:
-        return None
-    if str in options or _is_string_choice(tp):
-        # YAML 1.1 would turn precision.mixed_precision=no into False.
-        return raw
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse value {raw!r}: {exc}") from None
-
-
-def _is_string_choice(tp: Any) -> bool:
-    return typing.get_origin(tp) is Literal and all(isinstance(c, str) for c in typing.get_args(tp))
-
-
-def _union_args(tp: Any) -> tuple[Any, ...]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return (tp,)
-
-
-def _describe(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and return it converted (int -> float, list ->
-    tuple, "1e-3" -> 0.001); raise ``ConfigError`` naming the field otherwise."""
-    options = _union_args(tp)
-    if len(options) > 1:
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{name}: expected {_describe(tp)}, got {value!r}")
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool):  # unquoted `mixed_precision: no` is False in YAML 1.1
-            spelled = [c for c in choices if isinstance(c, str) and yaml.safe_load(c) is value]
-            value = spelled[0] if len(spelled) == 1 else value
-        if value not in choices:
-            raise ConfigError(f"{name}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, str):
-            value = _number(value, name, "an integer")
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)  # 2e9 tokens written in scientific notation
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, str):
-            value = _number(value, name, "a number")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):  # no field means anything by nan or inf (null disables)
-                raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-            return float(value)
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    if origin in (tuple, list):
-        args = typing.get_args(tp)
-        if origin is list and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{name}: expected {len(args)} values, got {value!r}")
-            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
-    raise ConfigError(f"{name}: unsupported field type {_describe(tp)}")
-
-
-def _number(text: str, name: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{name}: expected {what}, got {text!r}") from None
-
-
-def _check_types(obj: Any, prefix: str) -> None:
-    for f in dataclasses.fields(obj):
-        tp = _hints(type(obj))[f.name]
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, tp):
-                raise ConfigError(f"{prefix}{f.name}: expected a {tp.__name__} section")
-            _check_types(value, f"{prefix}{f.name}.")
-        else:
-            setattr(obj, f.name, _coerce(value, tp, f"{prefix}{f.name}"))
