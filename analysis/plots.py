@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import LogFormatter, NullFormatter
 
 from .law import Law
 from .workflows import compute_optimal
@@ -33,6 +33,8 @@ def plot_law(
     title: str | None = None,
     ylabel: str | None = None,
     xlabel: str | None = None,
+    sizes: list[tuple[float, float]] | None = None,
+    frontier: bool = True,
 ) -> Figure:
     """Data (points), the fitted law over the data (solid), its extrapolation to
     ``extrapolate_to`` (dashed) and the ``level`` interval of kind ``interval`` (``confidence``:
@@ -41,6 +43,11 @@ def plot_law(
     per model size plus the compute-optimal frontier; overtrain laws against C, one curve per
     token multiplier M; one-input laws against their input. Saved as PNG when ``path`` is given.
     ``ylabel``/``xlabel`` name the target and (for a one-input law) the input, e.g. by column.
+    Laws of (N, D) only: ``sizes`` are further model sizes (N, largest D), such as the runs the
+    law predicts, each drawn as a dashed curve with its own interval band, in the colour of its
+    N on the same scale as the data; ``frontier=False`` leaves out the compute-optimal curve
+    (whose band a reader would take for a target's interval when the target is not
+    compute-optimal).
     """
     y = np.asarray(target, dtype=float)
     x = {k: np.asarray(v, dtype=float) for k, v in inputs.items()}
@@ -49,7 +56,8 @@ def plot_law(
     ax = fig.add_subplot()
     spec = law.form_spec
     if spec.inputs == ("N", "D"):
-        _plot_nd(ax, law, x, y, extrapolate_to, (level, interval), flops_per_token)
+        _plot_nd(ax, law, x, y, extrapolate_to, (level, interval), flops_per_token,
+                 sizes or [], frontier)
     elif spec.inputs == ("C", "M"):
         _plot_grouped(ax, law, x, y, "C", "M", extrapolate_to, (level, interval))
     else:
@@ -142,10 +150,11 @@ def _plot_single(ax, law, x, y, name, extrapolate_to, band):
             ax.set_yscale("log")
 
 
-def _plot_nd(ax, law, x, y, extrapolate_to, band, flops_per_token):
+def _plot_nd(ax, law, x, y, extrapolate_to, band, flops_per_token, sizes, frontier):
     n, d = x["N"], x["D"]
     compute = flops_per_token * n * d
-    norm = LogNorm(vmin=n.min(), vmax=max(n.max(), n.min() * 1.0001))
+    every_n = np.concatenate([n, [size for size, _ in sizes]])
+    norm = LogNorm(vmin=every_n.min(), vmax=max(every_n.max(), every_n.min() * 1.0001))
     points = ax.scatter(compute, y, c=n, norm=norm, cmap="viridis", s=14, zorder=3, label="data")
     ax.figure.colorbar(points, ax=ax, label="N (parameters)")
     for size in np.unique(n):
@@ -156,13 +165,23 @@ def _plot_nd(ax, law, x, y, extrapolate_to, band, flops_per_token):
             color=points.cmap(norm(size)),
             lw=0.8,
         )
-    budgets, *parts = _span(compute.min(), compute.max(), extrapolate_to, True, 200)
-    frontier = compute_optimal(law, budgets, flops_per_token=flops_per_token)
-    _draw(ax, budgets, frontier["loss"].to_numpy(), parts, "C3", label="compute-optimal fit")
-    interval = _interval(law, *band, N=frontier["N"].to_numpy(), D=frontier["D"].to_numpy())
-    _band(ax, budgets, interval, "C3", f"{band[0]:.0%} {band[1]} interval")
+    for size, end in sizes:  # the law where it predicts, beyond the data
+        tokens = np.geomspace(min(d.min(), end), end, 80)
+        color = points.cmap(norm(size))
+        ax.plot(flops_per_token * size * tokens, law.predict(N=size, D=tokens), color=color,
+                ls="--", lw=1.2, label=f"law at N = {size:.3g}")
+        _band(ax, flops_per_token * size * tokens,
+              _interval(law, *band, N=np.full_like(tokens, size), D=tokens), color,
+              f"{band[0]:.0%} {band[1]} interval at N = {size:.3g}")
+    if frontier:
+        budgets, *parts = _span(compute.min(), compute.max(), extrapolate_to, True, 200)
+        optimal = compute_optimal(law, budgets, flops_per_token=flops_per_token)
+        _draw(ax, budgets, optimal["loss"].to_numpy(), parts, "C3", label="compute-optimal fit")
+        interval = _interval(law, *band, N=optimal["N"].to_numpy(), D=optimal["D"].to_numpy())
+        _band(ax, budgets, interval, "C3", f"{band[0]:.0%} {band[1]} interval")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a decade or two overlap
     ax.set_xlabel(f"compute C = {flops_per_token:g} N D (FLOPs)")
 
 

@@ -37,13 +37,16 @@ def with_bootstrap(law, inputs, target, resamples: int, seed: int):
 
 
 def law_predictor(form: str, objective=None, drop_smallest: int = 0, scale: str = "C",
-                  drop_highest: int = 0) -> Predictor:  # fmt: skip
+                  drop_highest: int = 0, bounds: dict | None = None,
+                  name: str | None = None) -> Predictor:  # fmt: skip
     """A single-law fitting procedure on a run table (columns N, D, C, M, ``actual``): ``form``
     on its inputs, optionally without the ``drop_smallest`` smallest levels of ``scale`` (the
-    fit weighted towards the larger runs) or the ``drop_highest`` highest losses (Epoch's rule)."""
+    fit weighted towards the larger runs) or the ``drop_highest`` highest losses (Epoch's rule),
+    or within ``bounds`` (a prior on the parameters' range)."""
     inputs = get_form(form).inputs
-    name = form + (f", without the {drop_smallest} smallest {scale} level(s)" if drop_smallest
-                   else "") + (f", {drop_highest} highest losses dropped" if drop_highest else "")
+    name = name or form + (f", without the {drop_smallest} smallest {scale} level(s)"
+                           if drop_smallest else "") + (
+        f", {drop_highest} highest losses dropped" if drop_highest else "")
 
     def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
         if drop_smallest:
@@ -54,10 +57,57 @@ def law_predictor(form: str, objective=None, drop_smallest: int = 0, scale: str 
         if drop_highest:
             fit = fit.sort_values("actual", kind="stable").iloc[:-drop_highest]
         law = quiet_fit(form, {k: fit[k].to_numpy(float) for k in inputs},
-                         fit["actual"].to_numpy(float), objective=objective)  # fmt: skip
+                         fit["actual"].to_numpy(float), objective=objective, bounds=bounds)  # fmt: skip
         return law.predict(**{k: target[k].to_numpy(float) for k in inputs})
 
     return Predictor(name, fit_predict, len(get_form(form).params))
+
+
+def frontier_predictor(min_levels: int = 4) -> Predictor:
+    """The compute law L = E + A C^-alpha fitted to each budget's lowest loss (the iso-FLOP
+    frontier, whose minima Chinchilla's approach 2 fits), predicting the loss at the target's
+    budget: what the best model of that compute reaches, whatever the target's shape. Needs an
+    iso-FLOP table (several runs per budget) with ``min_levels`` budgets at least."""
+
+    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        best = fit.groupby("C")["actual"].min()
+        if len(best) < min_levels:
+            raise ValueError(f"the frontier needs {min_levels} budgets, got {len(best)}")
+        law = quiet_fit("compute", {"C": best.index.to_numpy(float)}, best.to_numpy(float))
+        return law.predict(C=target["C"].to_numpy(float))
+
+    return Predictor("compute law of each budget's best run (iso-FLOP frontier)", fit_predict, 3)
+
+
+def loss_to_loss_predictor(e_form: str | None = "chinchilla") -> Predictor:
+    """The loss-to-loss procedure on a table of paired losses of the same models (``actual_x``
+    the given loss, ``actual`` the predicted one, N and D the models'): each loss' E from an
+    ``e_form`` fit of it over (N, D) on the fitted rows (None: both E's 0, a power law between
+    the losses), then kappa and K by OLS in log space on the points above both E's
+    (``analysis.workflows.fit_loss_to_loss``), predicting ``actual`` from the targets'
+    ``actual_x``."""
+    from analysis.workflows import fit_loss_to_loss
+
+    def irreducible(fit: pd.DataFrame, column: str) -> float:
+        if e_form is None:
+            return 0.0
+        inputs = {k: fit[k].to_numpy(float) for k in get_form(e_form).inputs}
+        return float(quiet_fit(e_form, inputs, fit[column].to_numpy(float)).params["E"])
+
+    def fit_predict(fit: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        E_x, E_y = irreducible(fit, "actual_x"), irreducible(fit, "actual")
+        x, y = fit["actual_x"].to_numpy(float), fit["actual"].to_numpy(float)
+        keep = (x > E_x) & (y > E_y)
+        if keep.sum() < 3:
+            raise ValueError("fewer than 3 points above both E's")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            law = fit_loss_to_loss(x[keep], y[keep], E_x=E_x, E_y=E_y)
+        return law.predict(L=target["actual_x"].to_numpy(float))
+
+    name = (f"loss-to-loss, E's from {e_form} fits" if e_form else
+            "loss-to-loss without E's (a power law between the losses)")
+    return Predictor(name, fit_predict, 2)
 
 
 def per_group_fit_predict(candidates: dict, index: int, groups: list):

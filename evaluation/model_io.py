@@ -47,7 +47,7 @@ class RunInfo:
 
 def _parse_run_name(name: str):
     try:
-        from modeling_l2l.run_names import parse_run_name
+        from analysis.run_names import parse_run_name
 
         return parse_run_name(name)
     except (ImportError, ValueError):

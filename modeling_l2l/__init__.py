@@ -17,7 +17,7 @@ import (``import modeling_l2l``, ``from modeling_l2l import ...``) registers at 
 import importlib
 import sys
 
-from .run_names import RunName, format_run_name, parse_run_name  # pure Python
+from analysis.run_names import RunName, format_run_name, parse_run_name  # pure Python
 
 
 def _located_for_a_command() -> bool:

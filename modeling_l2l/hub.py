@@ -26,7 +26,7 @@ from analysis.locations import cache_dir
 
 from .convert_olmo import convert_olmo_checkpoint
 from .modeling_l2l import L2LForCausalLM
-from .run_names import RunName, parse_run_name
+from analysis.run_names import RunName, parse_run_name
 
 L2L_HUB_REPO = "KempnerInstituteAI/loss-to-loss"
 

@@ -8,11 +8,29 @@ accelerate, from a laptop CPU to multi-node GPU clusters under slurm.
 - ``training.trainer``: the loop (``train(cfg)``); ``python -m training`` runs it.
 - ``training.launch``: accelerate configs, the slurm template, ``python -m training.launch``.
 
-Heavy modules (torch, transformers) are imported by the submodules that need them, so
-``import training`` stays cheap.
+Heavy modules (torch, transformers, datasets) are imported by the submodules that need them,
+and the names below on first use, so that ``import training.config`` stays cheap (the ``l2l``
+command's help reads the study presets, which hold training configs).
 """
 
-from training.config import PRESETS, ConfigError, TrainingConfig
-from training.corpora import CORPORA, PAPER_CORPORA, CorpusError
+import importlib
+
+_NAMES = {
+    "PRESETS": "training.config",
+    "ConfigError": "training.config",
+    "TrainingConfig": "training.config",
+    "CORPORA": "training.corpora",
+    "PAPER_CORPORA": "training.corpora",
+    "CorpusError": "training.corpora",
+}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_NAMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["CORPORA", "PAPER_CORPORA", "PRESETS", "ConfigError", "CorpusError", "TrainingConfig"]

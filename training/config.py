@@ -382,17 +382,23 @@ class TrainingConfig:
         cfg.model.n_layers = n_layers
         cfg.data.corpus = corpus
         cfg.data.seq_len = seq_len
-        cfg.optim.lr = 0.0047 * (n_params / 108e6) ** (-1 / 3)
         cfg.optim.eps = 1e-8
         cfg.optim.weight_decay = 0.1
         cfg.optim.decay_norms = True
         cfg.optim.z_loss = 1e-5
-        cfg.batch.global_batch_size = max(32, round(160 * (n_params / 108e6) ** (2 / 3) / 32) * 32)
         cfg.batch.micro_batch_size = 4
-        cfg.schedule.warmup_tokens = n_params
         cfg.schedule.warmup_start_fraction = 0.0  # ladder.py: warmup_min_lr=0.0
+        cfg.scale_like_olmo_ladder(n_params)
         cfg.run.tokens = int(chinchilla_multiple * 20 * n_params)
         return cfg.validate()
+
+    def scale_like_olmo_ladder(self, n_params: int) -> None:
+        """OLMo-ladder's size rules, in place: lr = 0.0047 (N / 108M)^(-1/3); batch = 160
+        (N / 108M)^(2/3) sequences (rounded to a multiple of 32, at least 32); warmup over N
+        tokens."""
+        self.optim.lr = 0.0047 * (n_params / 108e6) ** (-1 / 3)
+        self.batch.global_batch_size = max(32, round(160 * (n_params / 108e6) ** (2 / 3) / 32) * 32)
+        self.schedule.warmup_tokens = n_params
 
     @classmethod
     def tiny_cpu(cls) -> TrainingConfig:

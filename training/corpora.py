@@ -33,10 +33,8 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-
-import datasets
-from datasets.exceptions import DatasetsError
 
 
 class CorpusError(ValueError):
@@ -55,6 +53,8 @@ class SourcePart:
     split: str = "train"
     weight: float = 1.0
     """Share of the documents when a corpus interleaves several parts (proportional to tokens)."""
+    config: str | None = None
+    """The dataset's configuration (``load_dataset(path, name=config)``), if it has several."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +164,23 @@ _LOCAL_BUILDER_NAMES = frozenset(_LOCAL_BUILDERS.values())
 _OFFLINE_SOURCES = ("python-stdlib", "python-docstrings", "python-prose")
 
 
+HUB_DATASETS = "hf://datasets/"
+
+
 def resolve_corpus(corpus: str) -> CorpusSpec:
-    """The registered corpus of that name, or a corpus over local files (path, folder or glob)."""
+    """The registered corpus of that name, a Hub dataset (``hf://datasets/ORG/NAME[:CONFIG]``,
+    its train split streamed, documents in its ``text`` field), or a corpus over local files
+    (path, folder or glob)."""
     if corpus in CORPORA:
         return CORPORA[corpus]
+    if corpus.startswith(HUB_DATASETS):
+        repo, _, config = corpus[len(HUB_DATASETS):].partition(":")
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise CorpusError(f"data.corpus: {corpus!r}: expected hf://datasets/ORG/NAME or "
+                              "hf://datasets/ORG/NAME:CONFIG")
+        return CorpusSpec(name=corpus_label(corpus),
+                          parts=(SourcePart(path=repo, config=config or None),),
+                          description=f"the Hub dataset {repo}" + (f" ({config})" if config else ""))
     found = _local_files(corpus)
     if not found:
         known = ", ".join(sorted(CORPORA))
@@ -235,6 +248,8 @@ def source_fingerprint(spec: CorpusSpec, text_field: str | None = None) -> dict:
         else:
             entry = {"path": part.path, "data_files": list(part.data_files),
                      "split": part.split, "weight": part.weight}
+            if part.config:
+                entry["config"] = part.config
         content["parts"].append(entry)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return {"corpus": spec.name, "digest": digest, "content": content, "files": files}
@@ -287,6 +302,8 @@ def iter_documents(
     the first D tokens of that order: representative when the files are random shards (FineWeb,
     SlimPajama), not when they are sorted by content (StarCoderData's folders are languages in
     alphabetical order: a small build reads only the first languages)."""
+    import datasets  # here: seconds to import, and planning a study needs none of it
+
     field = text_field or spec.text_field
     try:
         streams = [_part_stream(part, hub_mirror) for part in spec.parts]
@@ -320,7 +337,7 @@ def iter_documents(
             yield text
     except CorpusError:
         raise
-    except _READ_ERRORS as exc:
+    except _read_errors() as exc:
         # pyarrow's ArrowInvalid is a ValueError; fsspec without zstandard raises ValueError;
         # a corrupt .gz raises zlib.error (a bad stream) or EOFError (a truncated one).
         hint = ""
@@ -332,7 +349,10 @@ def iter_documents(
         ) from exc
 
 
+@cache
 def _read_errors() -> tuple[type[BaseException], ...]:
+    from datasets.exceptions import DatasetsError
+
     errors: list[type[BaseException]] = [OSError, ValueError, RuntimeError, ImportError,
                                          DatasetsError, EOFError, zlib.error, lzma.LZMAError]
     try:
@@ -343,8 +363,6 @@ def _read_errors() -> tuple[type[BaseException], ...]:
         pass
     return tuple(errors)
 
-
-_READ_ERRORS = _read_errors()
 
 
 def _error_name(exc: BaseException) -> str:
@@ -364,7 +382,9 @@ def _describe_parts(spec: CorpusSpec, hub_mirror: str | None) -> str:
     return "; ".join(described)
 
 
-def _part_stream(part: SourcePart, hub_mirror: str | None) -> datasets.IterableDataset:
+def _part_stream(part: SourcePart, hub_mirror: str | None):
+    import datasets
+
     if part.path == "python-stdlib":
         return datasets.IterableDataset.from_generator(_stdlib_sources)
     if part.path == "python-docstrings":
@@ -375,6 +395,8 @@ def _part_stream(part: SourcePart, hub_mirror: str | None) -> datasets.IterableD
     if hub_mirror and "/" in path and not os.path.isabs(path):
         path = os.path.join(os.path.expanduser(hub_mirror), path)
     kwargs: dict = {"streaming": True, "split": part.split}
+    if part.config:
+        kwargs["name"] = part.config
     if part.data_files:
         kwargs["data_files"] = {part.split: list(part.data_files)}
     if path == "text":

@@ -33,7 +33,7 @@ SIZE_DEPENDENT_PRESETS = ("olmo-ladder",)
 @dataclass(frozen=True)
 class PlannedRun:
     run: str
-    """``L2L_{dataset}_N{N:.1e}_D{D:.1e}_C{C:.1e}`` (``modeling_l2l.run_names``)."""
+    """``L2L_{dataset}_N{N:.1e}_D{D:.1e}_C{C:.1e}`` (``analysis.run_names``)."""
     dataset: str
     N: int
     """Parameters, embeddings included (the paper's formula)."""
@@ -72,11 +72,14 @@ def base_config(preset: str | None, config_path: str | None, overrides: list[str
 
 def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | None = None,
                config_path: str | None = None, overrides: list[str] | None = None,
-               corpora: list[str] | None = None,
+               base: TrainingConfig | None = None,
+               corpora: list[str] | dict[str, str] | None = None,
                formats: tuple[str, ...] | list[str] = ("csv", "json")) -> list[Path]:
     """Write the runs table, ``study.json`` and ``base_config.yaml`` into the study folder.
-    ``corpora``: the corpus arguments of the plan (registered names or local paths). The folder
-    must be new, empty or a study already (``check_study_destination``)."""
+    The base config is a preset (with ``overrides``), a YAML file (``config_path``) or a
+    config (``base``). ``corpora``: the corpus arguments of the plan (registered names or local
+    paths, named by ``corpus_label``), or a mapping of the runs' corpus labels to their sources.
+    The folder must be new, empty or a study already (``check_study_destination``)."""
     from training.corpora import corpus_label
 
     study = Path(study_dir)
@@ -99,13 +102,19 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
     if config_path:  # copy the base YAML into the study so the study folder is self-contained
         _write_atomic(study / "base_config.yaml", Path(config_path).read_text())
         config_path = "base_config.yaml"
+    elif base is not None:
+        _write_atomic(study / "base_config.yaml", base.to_yaml())
+        config_path = "base_config.yaml"
     else:
         _write_atomic(study / "base_config.yaml",
                       base_config(preset, None, overrides).to_yaml())
+    if isinstance(corpora, dict):
+        sources = dict(corpora)
+    else:
+        sources = {corpus_label(c): os.path.abspath(os.path.expanduser(c))
+                   for c in (corpora or []) if corpus_label(c) != c}
     meta = {"preset": None if config_path else (preset or "paper"), "config": config_path,
-            "overrides": overrides,
-            "corpora": {corpus_label(c): os.path.abspath(os.path.expanduser(c))
-                        for c in (corpora or []) if corpus_label(c) != c}}
+            "overrides": overrides, "corpora": sources}
     _write_atomic(study / "study.json", json.dumps(meta, indent=1))
     written += [study / "base_config.yaml", study / "study.json"]
     return written

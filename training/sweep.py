@@ -51,7 +51,7 @@ LADDER_MULTIPLIERS = (0.5, 1.0, 2.0, 5.0, 10.0)
 GADRE_MULTIPLIERS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
 
 def plan_runs(
-    depths: Iterable[int],
+    depths: Iterable[int | tuple[int, int]],
     corpora: Sequence[str],
     *,
     budgets: Iterable[float] | None = None,
@@ -61,58 +61,70 @@ def plan_runs(
     global_batch_size: int | Callable[[int], int] = 1024,
     seq_len: int = 512,
     round_steps: int = 1,
+    trained_tokens: bool = False,
     grid: str = "custom",
+    labels: Sequence[str] | None = None,
 ) -> list[PlannedRun]:
-    """Runs of every corpus x depth x (FLOP budget or token multiplier).
+    """Runs of every corpus x shape x (FLOP budget or token multiplier).
 
-    Iso-FLOP (``budgets``): D = C / (6 N), kept iff ``ratio_range[0] < D/N < ratio_range[1]``.
-    Fixed multipliers (``tokens_per_param``): D = M N and C = 6 N D. Steps are
-    floor(D / (batch x seq_len)), rounded down to a multiple of ``round_steps``;
-    ``global_batch_size`` may be a function of the depth (OLMo-ladder scales it with N).
+    A shape is a depth n (the paper's: width 64 n, n layers, n heads of 64) or a pair (width,
+    layers) with the width a multiple of 64. Iso-FLOP (``budgets``): D = C / (6 N), kept iff
+    ``ratio_range[0] < D/N < ratio_range[1]``. Fixed multipliers (``tokens_per_param``): D = M N
+    and C = 6 N D. Steps are floor(D / (batch x seq_len)), rounded down to a multiple of
+    ``round_steps``; ``trained_tokens``: D is then the tokens those steps train (the budget
+    names C), else the planned C / (6 N) as the paper's run names give it.
+    ``global_batch_size`` may be a function of the depth (OLMo-ladder scales it with N);
+    ``labels`` name the corpora in run names (default: ``corpus_label`` of each).
     """
     # Here rather than at the top: the package imports torch and transformers (seconds), which
     # `python -m training.sweep --help` and its argument errors must not wait for.
-    from analysis.sizes import paper_param_count
-    from modeling_l2l.run_names import format_run_name
+    from analysis.sizes import PAPER_HEAD_DIM, param_count
+    from analysis.run_names import format_run_name
 
     batch_for = global_batch_size if callable(global_batch_size) else (
         lambda n: global_batch_size)
     if (budgets is None) == (tokens_per_param is None):
         raise ValueError("plan_runs: give either budgets (iso-FLOP) or tokens_per_param")
-    depths = sorted(set(int(n) for n in depths))
-    if not depths or depths[0] < 1:
-        raise ValueError(f"plan_runs: depths must be positive integers, got {depths}")
+    shapes = sorted({(PAPER_HEAD_DIM * int(s), int(s)) if isinstance(s, int) else
+                     (int(s[0]), int(s[1])) for s in depths}, key=lambda s: (s[1], s[0]))
+    if not shapes or min(min(s) for s in shapes) < 1:
+        raise ValueError(f"plan_runs: depths and widths must be positive integers, got {shapes}")
+    odd = [w for w, _ in shapes if w % PAPER_HEAD_DIM]
+    if odd:
+        raise ValueError(f"plan_runs: width {odd[0]} is not a multiple of {PAPER_HEAD_DIM} "
+                         "(heads of 64)")
     runs = []
-    for corpus in corpora:
-        dataset = corpus_label(corpus)
-        points: list[tuple[int, float, float]] = []  # (n, D, C)
+    for i, corpus in enumerate(corpora):
+        dataset = labels[i] if labels is not None else corpus_label(corpus)
+        points: list[tuple[int, int, float, float]] = []  # (width, layers, D, C)
         if budgets is not None:
             for c in budgets:
-                for n in depths:
-                    n_params = paper_param_count(n, vocab_size)
+                for width, layers in shapes:
+                    n_params = param_count(width, layers, vocab_size)
                     d = c / (6 * n_params)
                     if ratio_range is None or ratio_range[0] < d / n_params < ratio_range[1]:
-                        points.append((n, d, float(c)))
+                        points.append((width, layers, d, float(c)))
         else:
             for m in tokens_per_param:
-                for n in depths:
-                    n_params = paper_param_count(n, vocab_size)
+                for width, layers in shapes:
+                    n_params = param_count(width, layers, vocab_size)
                     d = m * n_params
-                    points.append((n, d, 6.0 * n_params * d))
-        for n, d, c in points:
-            n_params = paper_param_count(n, vocab_size)
-            batch = batch_for(n)
+                    points.append((width, layers, d, 6.0 * n_params * d))
+        for width, layers, d, c in points:
+            n_params = param_count(width, layers, vocab_size)
+            batch = batch_for(layers)
             tokens_per_step = batch * seq_len
             steps = int(d // tokens_per_step) // round_steps * round_steps
             if steps < 1:
                 raise ValueError(
-                    f"plan_runs: n={n} with D={d:.3g} tokens is less than one step of "
-                    f"{tokens_per_step} tokens; lower the batch or raise the budget"
-                )
+                    f"plan_runs: width {width} x {layers} layers with D={d:.3g} tokens is less "
+                    f"than one step of {tokens_per_step} tokens; lower the batch or raise the "
+                    "budget")
+            tokens = steps * tokens_per_step if trained_tokens else int(d)
             runs.append(PlannedRun(
-                run=format_run_name(dataset, n_params, d, c), dataset=dataset, N=n_params,
-                D=int(d), C=c, n_layers=n, d_model=64 * n, steps=steps,
-                tokens_per_param=d / n_params, global_batch_size=batch,
+                run=format_run_name(dataset, n_params, tokens, c), dataset=dataset, N=n_params,
+                D=tokens, C=c, n_layers=layers, d_model=width, steps=steps,
+                tokens_per_param=tokens / n_params, global_batch_size=batch,
                 seq_len=seq_len, grid=grid,
             ))
     names = [r.run for r in runs]

@@ -128,7 +128,7 @@ def build_optimizer(model, cfg: TrainingConfig, on_gpu: bool) -> torch.optim.Ada
 def run_name(cfg: TrainingConfig, n_params: int) -> str:
     if cfg.run.name:
         return cfg.run.name
-    from modeling_l2l.run_names import format_run_name
+    from analysis.run_names import format_run_name
 
     flop_budget = cfg.run.flop_budget or 6.0 * n_params * cfg.run.tokens
     return format_run_name(corpus_label(cfg.data.corpus), n_params, cfg.run.tokens, flop_budget)

@@ -4,7 +4,6 @@ smoke study runs every stage end to end."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -14,86 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.sizes import param_count
 from l2l.cli import main
 from l2l.fits import fit_study, loss_column, task_column
-from l2l.plan import STUDY_RECORD, plan_study, read_record, run_training_config
-from l2l.presets import PRESETS, Shape, StudyPreset, Target, get_preset
+from l2l.plan import STUDY_RECORD, plan_study
+from l2l.presets import get_preset
+from l2l.spec import Evaluation, Grid, Prediction, Shape, StudySpec, Target
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-# ------------------------------------------------------------------------------- planning
-def test_tiny_plan_is_the_grid_and_one_target_per_corpus(tmp_path):
-    runs = plan_study("tiny", tmp_path / "study")
-    preset = PRESETS["tiny"]
-    record = read_record(tmp_path / "study")
-    assert len(runs) == 2 * (4 * 3 + 1) and record["preset"] == "tiny"
-    assert len(record["targets"]) == 2
-    tokens_per_step = preset.global_batch_size * preset.seq_len
-    for run in runs:
-        assert run.N == param_count(run.d_model, run.n_layers, preset.vocab_size)
-        assert run.D == run.steps * tokens_per_step
-        assert abs(6 * run.N * run.D - run.C) / run.C < 0.05  # D = C / 6N, whole steps
-    targets = [r for r in runs if r.run in record["targets"]]
-    assert {(r.d_model, r.n_layers, r.C) for r in targets} == {(192, 2, 6e12)}
-    assert max(r.C for r in runs if r.run not in record["targets"]) < 6e12
-
-
-def test_each_run_gets_its_width_heads_and_learning_rate(tmp_path):
-    runs = plan_study("tiny", tmp_path / "study")
-    run = next(r for r in runs if (r.d_model, r.n_layers) == (128, 1))
-    cfg = run_training_config(tmp_path / "study", run, PRESETS["tiny"])
-    assert (cfg.model.d_model, cfg.model.n_heads, cfg.model.n_layers) == (128, 2, 1)
-    assert cfg.optim.lr == pytest.approx(5e-3 / math.sqrt(2), rel=1e-5)
-    assert cfg.data.tokenizer == "offline:2048" and cfg.data.seq_len == 128
-    assert cfg.run.steps == run.steps and cfg.run.output_dir == str(tmp_path / "study")
-
-
-def test_replanning_keeps_the_study_and_another_preset_is_refused(tmp_path):
-    first = plan_study("smoke", tmp_path / "study")
-    assert plan_study("smoke", tmp_path / "study") == first
-    with pytest.raises(ValueError, match="is a study of preset 'smoke', not 'tiny'"):
-        plan_study("tiny", tmp_path / "study")
-
-
-def test_unknown_preset_and_non_study_folders_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(ValueError, match="unknown study preset 'tnyi' .did you mean 'tiny'"):
-        get_preset("tnyi")
-    assert main(["study", "--preset", "tnyi", "--out", str(tmp_path / "s")]) == 2
-    assert main(["fit", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "error: unknown study preset" in err and f"error: {tmp_path} is not an l2l study" in err
-    assert not (tmp_path / "s").exists()
-
-
-def test_paper_presets_plan_the_papers_grids(tmp_path):
-    runs = plan_study("paper-fineweb-edu", tmp_path / "paper")
-    record = read_record(tmp_path / "paper")
-    targets = [r for r in runs if r.run in record["targets"]]
-    assert [(r.n_layers, r.C) for r in targets] == [(40, 1e21)]
-    assert len(runs) == 96  # the 95 (depth, budget) pairs of the sweep and the 1e21 run
-    ladder = plan_study("olmo-ladder", tmp_path / "ladder")
-    target = read_record(tmp_path / "ladder")["targets"]
-    assert len(ladder) == 20 and len(target) == 1 and "olmo-ladder" in json.loads(
-        (tmp_path / "ladder" / "study.json").read_text())["preset"]
-
-
-def test_slurm_dry_run_writes_configs_and_prints_the_dependent_jobs(tmp_path, capsys):
-    assert main(["study", "--preset", "paper-fineweb-edu", "--out", str(tmp_path / "p"),
-                 "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "would submit: sbatch --parsable --array=0-95" in out
-    assert "would submit: sbatch --job-name=l2l-p-fit" in out and "l2l eval" in out
-    assert len(list((tmp_path / "p" / "configs").glob("L2L_*.yaml"))) == 96
-
-
-def test_help_is_fast_and_loads_no_model_code():
-    probe = ("import sys; from l2l.cli import build_parser; build_parser(); "
-             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------- the fits
@@ -119,19 +45,34 @@ def _synthetic_results(seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def synthetic_spec(tasks=("t",), resamples=50) -> StudySpec:
+    """The spec the synthetic results stand for: two corpora a and b."""
+    spec = get_preset("tiny")
+    spec.corpora = {"a": "a.jsonl", "b": "b.jsonl"}
+    spec.evaluation = Evaluation(tasks=list(tasks))
+    spec.prediction = Prediction(bootstrap=resamples)
+    return spec
+
+
 def test_fits_predict_the_held_out_targets_within_their_intervals():
     results = _synthetic_results()
     targets = ["a-12", "b-12"]
-    fits = fit_study(results, ["a", "b"], targets, ["t"], n_resamples=50, progress=False)
+    fits = fit_study(results, synthetic_spec(), targets, progress=False)
     preds = fits.predictions
-    assert set(preds.run) == set(targets) and not fits.missing
-    single = preds[preds.law.str.startswith("chinchilla")]
+    paper = preds[preds.method == "paper"]
+    assert set(preds.run) == set(targets)
+    single = paper[paper.law.str.startswith("chinchilla")]
     assert len(single) == 2 and single.relative_error.abs().max() < 0.01
-    translated = preds[preds.law.str.startswith("train-to-train")]
+    translated = paper[paper.law.str.startswith("train-to-train")]
     assert len(translated) == 2 and translated.relative_error.abs().max() < 0.01
-    assert len(preds) == 8 and preds.relative_error.abs().max() < 0.01  # and train-to-test
+    assert len(paper) == 8 and paper.relative_error.abs().max() < 0.01  # and train-to-test
     assert single.covered.all()
     assert (preds.lower < preds.prediction).all() and (preds.prediction < preds.upper).all()
+    # every quantity by the new methods too: three budgets give one nested cut (scatter only)
+    assert set(preds.method) >= {"paper", "calibrated"}
+    calibrated = preds[preds.method == "calibrated"]
+    assert len(calibrated) == 8 and calibrated.relative_error.abs().max() < 0.01
+    assert calibrated.interval.str.len().min() > 0
 
 
 def test_missing_points_are_named_not_filled_in():
@@ -139,11 +80,12 @@ def test_missing_points_are_named_not_filled_in():
     # b keeps 6 grid runs of its 12 and its target; a's target was never evaluated.
     results = results[~((results.dataset == "b") & (results.N > 4e6) & (results.run != "b-12"))]
     results = results[results.run != "a-12"]
-    fits = fit_study(results, ["a", "b"], ["a-12", "b-12"], [], n_resamples=20, progress=False)
+    fits = fit_study(results, synthetic_spec(tasks=(), resamples=20), ["a-12", "b-12"],
+                     progress=False)
     assert "target a-12: no results (not trained or not evaluated)" in fits.missing
-    assert "train-to-train-a-to-b at b-12: no measured a target" in fits.missing
     # what can still be predicted is: b's own law, and its train-to-test law of a's loss
-    assert set(fits.predictions.law) == {"chinchilla-b", "train-to-test-b-eval-a-val-CrossEntropyLoss"}
+    paper = fits.predictions[fits.predictions.method == "paper"]
+    assert set(paper.law) == {"chinchilla-b", "train-to-test-b-eval-a-val-CrossEntropyLoss"}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -170,13 +112,16 @@ def test_smoke_study_end_to_end(tmp_path):
     assert len(list(study.glob("L2L_*/final.json"))) == 14
     rows = [json.loads(line) for line in (study / "results.jsonl").read_text().splitlines()]
     metrics = {row["metric"] for row in rows}
+    # every metric the smoke spec asks for, the ARC-Easy test loss included
     assert {"val_loss", loss_column("python-stdlib"), loss_column("python-prose"),
-            task_column("arc_easy")} <= metrics or {"val_loss", loss_column("python-stdlib"),
-                                                   loss_column("python-prose")} <= metrics
+            task_column("arc_easy")} <= metrics
     preds = pd.read_csv(study / "predictions.csv")
     assert set(preds.run) == set(record["targets"])
-    assert {"prediction", "lower", "upper", "actual"} <= set(preds.columns)
+    assert {"method", "prediction", "lower", "upper", "actual", "relative_error",
+            "covered"} <= set(preds.columns)
+    assert {"paper", "calibrated"} <= set(preds.method)
     assert (preds.lower <= preds.upper).all()
+    assert (study / "tokenizer" / "tokenizer.json").is_file()  # the study's own tokenizer
     report = (study / "report.md").read_text()
     assert "## Target runs: predicted against measured" in report
     figures = sorted((study / "figures").glob("*.png"))
@@ -202,11 +147,15 @@ def test_smoke_study_end_to_end(tmp_path):
     assert len((study / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
-def test_custom_presets_are_plain_records(tmp_path):
-    preset = StudyPreset(name="two", description="x", corpora=("python-stdlib",),
-                         shapes=(Shape(1, 1),), budgets=(5e10,), targets=(Target(Shape(1, 2), 1e11),))
-    runs = plan_study(preset, tmp_path / "two")
-    assert len(runs) == 2 and read_record(tmp_path / "two")["targets"] == [runs[1].run]
+def test_a_spec_built_in_python_plans_like_a_preset(tmp_path):
+    spec = get_preset("smoke")
+    spec.name = "two"
+    spec.corpora = {"python-stdlib": "python-stdlib"}
+    spec.grid = Grid(shapes=[Shape(64, 1), Shape(64, 2), Shape(128, 1)],
+                     budgets=[2e10, 5e10])
+    spec.targets = [Target(Shape(128, 2), flop_budget=1e11)]
+    runs = plan_study(spec.check(), tmp_path / "two")
+    assert len(runs) == 7 and runs[-1].d_model == 128 and runs[-1].n_layers == 2
 
 
 def test_the_packages_launcher_trains_an_l2l_study_at_its_planned_widths(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from modeling_l2l.run_names import RunName, format_run_name, parse_run_name
+from analysis.run_names import RunName, format_run_name, parse_run_name
 
 DATASETS = [
     "fineweb-100b",
@@ -83,7 +83,7 @@ def test_bad_values_raise():
 def test_module_needs_no_torch():
     # The file alone (without the package __init__, which registers the torch model) must load in
     # an interpreter where torch cannot be imported.
-    import modeling_l2l.run_names as run_names
+    import analysis.run_names as run_names
 
     code = (
         "import importlib.util, sys\n"

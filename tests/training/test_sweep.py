@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from modeling_l2l import paper_param_count
-from modeling_l2l.run_names import parse_run_name
+from analysis.run_names import parse_run_name
 from tests.conftest import shared_path
 from training.corpora import PAPER_CORPORA
 from training.study import read_plan, run_config
