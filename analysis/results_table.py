@@ -66,7 +66,7 @@ REQUIRED = ("run", "metric", "value")
 _JSON_ROW_START = '{"run": "'
 # ``evaluated_at`` (the last column of every CSV header written) with each digit shown as 0:
 # datetime.isoformat(timespec="seconds") in UTC.
-STAMP = "0000-00-00T00:00:00+00:00"
+_STAMP = "0000-00-00T00:00:00+00:00"
 _CSV_TYPES = {"N": float, "D": float, "C": float, "value": float, "n": int, "n_windowed": int,
               "limit": int}  # fmt: skip
 
@@ -217,9 +217,9 @@ def _parse_csv(path: Path, text: str) -> tuple[list[dict], list[str] | None]:
 
 def _stamp_prefix(text: str) -> bool:
     """Whether ``text`` is the beginning (or the whole) of an ``evaluated_at`` stamp we write."""
-    return len(text) <= len(STAMP) and all(
+    return len(text) <= len(_STAMP) and all(
         c.isdigit() if t == "0" else (c in "+-" if t == "+" else c == t)
-        for c, t in zip(text, STAMP[: len(text)], strict=True)
+        for c, t in zip(text, _STAMP[: len(text)], strict=True)
     )
 
 
@@ -279,7 +279,7 @@ def _is_complete_row(fmt: str, header: list[str] | None, last: str, where: str) 
         return False
     if not _stamp_prefix(cells[-1]):
         raise _refuse(where, f"{shape} has evaluated_at={cells[-1]!r}")
-    return len(cells[-1]) == len(STAMP)  # the stamp whole: the row is complete
+    return len(cells[-1]) == len(_STAMP)  # the stamp whole: the row is complete
 
 
 # ---------------------------------------------------------------------------- checking

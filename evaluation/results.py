@@ -26,11 +26,11 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analysis.results_table import COLUMNS, FORMATS, NotAResultsTable, read_rows, table_format
+from analysis.results_table import COLUMNS, NotAResultsTable, read_rows, table_format
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COLUMNS", "FORMATS", "ResultsTable"]
+__all__ = ["COLUMNS", "ResultsTable"]  # COLUMNS: the reader's, the one schema
 
 
 class ResultsTable:
