@@ -21,7 +21,6 @@ paper uses it: it predicts the loss on y from a run on x.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -43,18 +42,10 @@ def loss_column(corpus: str) -> str:
 
 
 def task_column(task: str) -> str:
-    return f"eval/downstream_ce_loss/{task}_test_ce_loss"
+    """The results-table metric of a downstream task's test loss (evaluation's name)."""
+    from evaluation.tasks import test_loss_metric
 
-
-def read_results(path: str | Path) -> pd.DataFrame:
-    """The tidy results table (one row per run and metric) as one row per run."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path} holds no results")
-    tidy = pd.DataFrame(rows)
-    wide = tidy.pivot_table(index="run", columns="metric", values="value", aggfunc="last")
-    meta = tidy.groupby("run")[["dataset", "N", "D", "C"]].last()
-    return meta.join(wide).reset_index()
+    return test_loss_metric(task)
 
 
 @dataclass

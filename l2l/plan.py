@@ -14,9 +14,8 @@ import math
 import os
 from pathlib import Path
 
+from l2l.layout import STUDY_RECORD
 from l2l.presets import StudyPreset, get_preset
-
-STUDY_RECORD = "l2l_study.json"
 
 
 def _shape_runs(preset: StudyPreset) -> tuple[list, list[str]]:

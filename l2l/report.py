@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from l2l.layout import FIGURES_DIR, LAWS_DIR, PREDICTIONS, REPORT, RESULTS
+
 
 def _fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -37,7 +39,7 @@ def draw_figures(fits, results: pd.DataFrame, targets: list[str], study_dir: str
     targets as measured) per corpus, and every loss-to-loss law with its target points."""
     from analysis.plots import plot_law
 
-    out = Path(study_dir) / "figures"
+    out = Path(study_dir) / FIGURES_DIR
     out.mkdir(exist_ok=True)
     written = []
     measured = results[results.run.isin(targets)]
@@ -145,11 +147,11 @@ def write_report(study_dir: str | Path, *, preset, record: dict, results: pd.Dat
     if fits.warnings:
         lines += ["", "Fit warnings:", *[f"- {w}" for w in fits.warnings]]
     lines.append("\n## Figures\n")
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
+    lines += [f"![{p.stem}]({FIGURES_DIR}/{p.name})" for p in figures]
     lines += ["\n## Files\n",
-              "- `results.jsonl`: the tidy results table (run, dataset, N, D, C, metric, value)",
-              "- `predictions.csv`: every prediction above", "- `laws/<name>/`: each fitted law "
-              "(`analysis.load_law`)", "- `<run>/`: each run folder (model, config, metrics)"]
-    path = study / "report.md"
+              f"- `{RESULTS}`: the tidy results table (run, dataset, N, D, C, metric, value)",
+              f"- `{PREDICTIONS}`: every prediction above", f"- `{LAWS_DIR}/<name>/`: each fitted "
+              "law (`analysis.load_law`)", "- `<run>/`: each run folder (model, config, metrics)"]
+    path = study / REPORT
     write_atomic(path, "\n".join(lines) + "\n")
     return path

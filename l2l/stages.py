@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from l2l.layout import RESULTS
 from l2l.plan import read_record, run_training_config
 from l2l.presets import StudyPreset, get_preset
-
-RESULTS = "results.jsonl"
 
 
 @dataclass
@@ -103,9 +102,9 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
                    task_data: str | None = None, log=print) -> StageReport:
     """Evaluate every finished run on every corpus' held-out split and the preset's tasks into
     ``STUDY/results.jsonl``; metrics already in the table are not computed again."""
-    from evaluation import EvalConfig, ResultsTable
-    from evaluation import evaluate_study as evaluate_runs
+    from evaluation import EvalConfig, ResultsTable, runner
     from training.corpora import corpus_label
+    from training.study import finished_folders
 
     study = Path(study_dir)
     preset = study_preset(study)
@@ -117,11 +116,9 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
         loss_tokens=preset.loss_tokens, limit=preset.task_limit, task_data=task_data,
         allow_hub=(not offline) if allow_hub is None else allow_hub,
     )
-    from evaluation.runner import finished_runs
-
     table = ResultsTable(study / RESULTS)
     report = StageReport()
-    report.done = [folder.name for folder in finished_runs(study)[0]]
-    for failure in evaluate_runs(study, cfg, table):
+    report.done = [folder.name for folder in finished_folders(study)]
+    for failure in runner.evaluate_study(study, cfg, table):
         report.failed[f"{failure.run}: {failure.what}"] = failure.error
     return report
