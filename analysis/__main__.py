@@ -47,7 +47,7 @@ from .law import (
 )
 from .laws import FORMS, get_form
 from .objectives import NAMES, REDUCTIONS, Objective
-from .testbeds.table import COORDINATES
+from .results_table import check_results, is_results_file, read_results, wide
 
 INTERVAL_HELP = (
     "confidence (default): the law's parameter uncertainty; prediction: also the run-to-run "
@@ -138,41 +138,27 @@ def _numeric(frame: pd.DataFrame, columns: dict[str, str], where: str, dropna: b
     return {role: v[keep] for role, v in values.items()}, keep
 
 
-def _pivot_tidy(frame: pd.DataFrame, path: str) -> pd.DataFrame:
-    """Tidy rows (run, dataset, N, D, C, metric, value, ...), as ``python -m evaluation`` writes
-    them, to one row per run (or checkpoint) and one column per metric."""
-    index = [c for c in COORDINATES if c in frame.columns]
-    if "run" not in index:
-        raise ValueError(f"{path}: a tidy table (metric, value columns) needs a 'run' column")
-    duplicated = frame.duplicated(subset=[*index, "metric"])
-    if duplicated.any():
-        examples = frame.loc[duplicated, ["run", "metric"]].head(3).to_records(index=False)
-        raise ValueError(
-            f"{path}: {int(duplicated.sum())} (run, metric) rows appear twice, "
-            f"e.g. {examples.tolist()}"
-        )
-    wide = frame.pivot(index=index, columns="metric", values="value")
-    wide.columns.name = None
-    return wide.reset_index()
-
-
 def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
-    """A CSV, JSONL or Parquet table with one row per run, or tidy metric/value rows (pivoted)."""
+    """A CSV, JSONL or Parquet table with one row per run, or tidy metric/value rows (evaluation's
+    results table above all), checked and widened by ``analysis.results_table``."""
     if not Path(path).is_file():
         raise ValueError(f"no such table file: {path}")
     suffix = Path(path).suffix.lower()
     kind = {".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}.get(suffix, "CSV")
-    try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=suffix == ".jsonl")
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
-    except (ValueError, OSError, ImportError) as error:  # pandas' messages do not name the file
-        raise ValueError(f"could not read {path} as a {kind} table: {error}") from None
-    if {"metric", "value"} <= set(frame.columns):
-        frame = _pivot_tidy(frame, path)
+    if is_results_file(path):  # its own reader: a torn last line is left out, not an error
+        frame = wide(read_results(path))
+    else:
+        try:
+            if suffix in (".jsonl", ".json"):
+                frame = pd.read_json(path, lines=suffix == ".jsonl")
+            elif suffix == ".parquet":
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path)
+        except (ValueError, OSError, ImportError) as error:  # pandas' messages name no file
+            raise ValueError(f"could not read {path} as a {kind} table: {error}") from None
+        if {"metric", "value"} <= set(frame.columns):
+            frame = wide(check_results(frame, origin=path))
     for column, value in where.items():
         if column not in frame.columns:
             raise ValueError(f"--where: {path} has no column {column!r}")

@@ -6,18 +6,18 @@ flushed and fsync'ed before the next computation starts, so a crash loses at mos
 being computed. ``ResultsTable.done`` lists the (run, metric) pairs already present, which is how
 evaluation resumes.
 
-An existing file is appended to only if it is a results table: every line a row (JSONL), or a
-header naming run, metric and value with rows of its shape (CSV). A last line without its newline
-is the one thing a crash mid-write leaves: if it is a complete row it is kept (the newline is
-added before the next append); if it is the beginning of one of our rows (a torn write) it is
-reported and removed before the next append; anything else (a user's notes, another program's
-output) makes the whole file refused, untouched.
+This is the table's one writer; ``analysis.results_table`` is its one reader, which this writer
+uses too. An existing file is appended to only if that reader takes it for a results table (every
+line a row, or a header naming run, metric and value with rows of its shape). A last line without
+its newline is the one thing a crash mid-write leaves: a complete row is kept (the newline is
+added before the next append); the beginning of one of our rows (a torn write) is reported and
+removed before the next append; anything else (a user's notes, another program's output) makes
+the whole file refused, untouched.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -26,71 +26,20 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from analysis.results_table import COLUMNS, NotAResultsTable, read_rows, table_format
+
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "run",
-    "dataset",
-    "N",
-    "D",
-    "C",
-    "metric",
-    "value",
-    "n",
-    "n_windowed",
-    "limit",
-    "source",
-    "model",
-    "evaluated_at",
-)
-"""``n``: what the value is an average over: questions (tasks), or predicted tokens (held-out
-losses: sequences x (seq_len - 1), the first token of each sequence only conditions);
-``n_windowed``: questions among ``n`` whose answer is longer than the model's context and was
-scored in windows (``evaluation.scorer``; empty for losses); ``limit``: the ``--limit`` in force
-(empty: every question); ``source``: the file, folder or Hub id the data came from; ``model``: the
-evaluated folder or Hub id; ``evaluated_at``: UTC time of the row."""
-
-FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
-
-# Every row this module writes starts so (json.dumps of a dict whose first key is "run", whose
-# value is a string), and every version of it has: a torn JSONL line of ours starts so too.
-_JSON_ROW_START = '{"run": "'
-# ``evaluated_at`` (the last column of every CSV header written) with each digit shown as 0:
-# datetime.isoformat(timespec="seconds") in UTC.
-_STAMP = "0000-00-00T00:00:00+00:00"
-_CSV_TYPES = {"N": float, "D": float, "C": float, "value": float, "n": int, "n_windowed": int,
-              "limit": int}  # fmt: skip
-
-
-def _stamp_prefix(text: str) -> bool:
-    """Whether ``text`` is the beginning (or the whole) of an ``evaluated_at`` stamp we write."""
-    return len(text) <= len(_STAMP) and all(
-        c.isdigit() if t == "0" else (c in "+-" if t == "+" else c == t)
-        for c, t in zip(text, _STAMP[: len(text)], strict=True)
-    )
-
-
-def _written_here(header: list[str]) -> bool:
-    """Whether a CSV header is one this module writes: COLUMNS, or those of an older version (a
-    subsequence of them: columns were only ever added), from run to evaluated_at."""
-    rest = iter(COLUMNS)
-    return (
-        header[:1] == ["run"]
-        and header[-1:] == ["evaluated_at"]
-        and all(column in rest for column in header)
-    )
+__all__ = ["COLUMNS", "ResultsTable"]  # COLUMNS: the reader's, the one schema
 
 
 class ResultsTable:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        fmt = FORMATS.get(self.path.suffix.lower())
-        if fmt is None:
-            raise ValueError(
-                f"{self.path}: a results table is a .jsonl or .csv file, not "
-                f"{self.path.suffix or 'a file without a suffix'}; refusing to write into it"
-            )
-        self.format = fmt
+        try:
+            self.format = table_format(self.path)
+        except ValueError as err:
+            raise ValueError(f"{err}; refusing to write into it") from None
         self._check_writable()
         self._complete_bytes: int | None = None  # set when the file ends in a torn line
         self._missing_newline = ""  # written before the next row: the last row lacks its newline
@@ -117,130 +66,17 @@ class ResultsTable:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ValueError(f"{self.path}: cannot be created, no permission to write in {folder}")
 
-    def _refuse(self, where: str, why: str) -> ValueError:
-        return ValueError(f"{where}: {why}: not a results table; refusing to append to it")
-
-    # ------------------------------------------------------------------------------ reading
     def _read(self) -> list[dict]:
         try:
-            raw = self.path.read_bytes()
-        except OSError as err:
-            raise ValueError(f"cannot read {self.path}: {err.strerror or err}") from None
-        complete = raw.rfind(b"\n") + 1
-        try:
-            text = raw[:complete].decode("utf-8-sig")  # -sig: a spreadsheet's byte order mark
-        except UnicodeDecodeError as err:
-            raise self._refuse(str(self.path), f"not UTF-8 text (byte {err.start})") from None
-        rows = self._parse(text)
-        if complete == len(raw):
-            return rows
-        # The last line has no newline. It may be cut anywhere, even inside a UTF-8 character.
-        last = raw[complete:].decode("utf-8", errors="replace")
-        where = f"{self.path}:{text.count(chr(10)) + 1}"
-        if self._is_complete_row(last, where):
-            self._missing_newline = (
-                "\n" if self.format == "jsonl" or last.endswith("\r") else "\r\n"
-            )
-            return self._parse(text + last)
-        self._complete_bytes = complete
-        logger.warning("%s: ignoring a torn last line (interrupted write): %r", where, last[:80])
-        return rows
+            table = read_rows(self.path)
+        except NotAResultsTable as err:
+            raise ValueError(f"{err}; refusing to append to it") from None
+        if table.torn:
+            self._complete_bytes = table.complete
+        self._missing_newline = table.missing_newline
+        self._csv_header = table.header
+        return table.rows
 
-    def _parse(self, text: str) -> list[dict]:
-        return self._read_csv(text) if self.format == "csv" else self._read_jsonl(text)
-
-    def _read_jsonl(self, text: str) -> list[dict]:
-        rows = []
-        for n, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise self._refuse(f"{self.path}:{n}", "not a JSON row") from None
-            if not isinstance(row, dict) or "run" not in row or "metric" not in row:
-                raise self._refuse(f"{self.path}:{n}", "a row needs 'run' and 'metric'")
-            rows.append(row)
-        return rows
-
-    def _read_csv(self, text: str) -> list[dict]:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next((cells for cells in reader if cells), None)
-        if header is None:  # an empty file: written afresh
-            return []
-        self._csv_header = header
-        missing = {"run", "metric", "value"} - set(header)
-        if missing:
-            raise self._refuse(str(self.path), f"the header lacks {sorted(missing)}")
-        rows = []
-        for cells in reader:
-            if not cells:
-                continue
-            where = f"{self.path}:{reader.line_num}"
-            if len(cells) != len(header):
-                raise self._refuse(where, f"{len(cells)} cells under a header of {len(header)}")
-            row = dict(zip(header, cells, strict=True))
-            try:
-                for key, kind in _CSV_TYPES.items():
-                    if key in row:
-                        row[key] = kind(row[key]) if row[key] != "" else None
-            except ValueError as err:
-                raise self._refuse(where, str(err)) from None
-            rows.append(row)
-        return rows
-
-    def _is_complete_row(self, last: str, where: str) -> bool:
-        """Judge a last line without newline: True for a complete row, False for the beginning of
-        one of ours (torn by a crash mid-write); anything else refuses the file."""
-        if not last.strip():
-            return False  # trailing blanks: nothing to keep
-        if self.format == "jsonl":
-            try:
-                row = json.loads(last)
-            except json.JSONDecodeError:
-                if last.startswith(_JSON_ROW_START) or _JSON_ROW_START.startswith(last):
-                    return False
-                raise self._refuse(
-                    where,
-                    f"its last line {last[:60]!r} is neither a JSON row nor the beginning "
-                    "of one cut short by an interrupted write",
-                ) from None
-            if not isinstance(row, dict) or "run" not in row or "metric" not in row:
-                raise self._refuse(where, "a row needs 'run' and 'metric'")
-            return True
-        header = ",".join(COLUMNS)
-        if self._csv_header is None:  # the file's only line: our header, torn or whole
-            if header.startswith(last.rstrip("\r")):
-                return False
-            raise self._refuse(
-                where, f"its only line {last[:60]!r} is not a results table's header"
-            )
-        columns = self._csv_header
-        shape = f"its last line {last[:60]!r} (no final newline)"
-        if not _written_here(columns):
-            # Not a header this module wrote: whether that line is a row of the file's owner, or
-            # one of ours cut short, cannot be told; it is neither dropped nor taken.
-            raise ValueError(
-                f"{where}: {shape} may be a complete row or one cut short: end it with a newline "
-                "if it is complete, or delete it; refusing to append to it until then"
-            )
-        cells = next(csv.reader([last]), [])
-        if len(cells) > len(columns):
-            raise self._refuse(where, f"{shape} has {len(cells)} cells, the header {len(columns)}")
-        # Every cell but the last is whole; the last may have been cut mid-value.
-        for column, cell in zip(columns[: len(cells) - 1], cells[:-1], strict=True):
-            try:
-                if column in _CSV_TYPES and cell != "":
-                    _CSV_TYPES[column](cell)
-            except ValueError:
-                raise self._refuse(where, f"{shape} has {column}={cell!r}") from None
-        if len(cells) < len(columns):
-            return False
-        if not _stamp_prefix(cells[-1]):
-            raise self._refuse(where, f"{shape} has evaluated_at={cells[-1]!r}")
-        return len(cells[-1]) == len(_STAMP)  # the stamp whole: the row is complete
-
-    # ------------------------------------------------------------------------------ writing
     def has(self, run: str, metric: str) -> bool:
         return (run, metric) in self.done
 

@@ -298,20 +298,21 @@ def evaluate_model(model: str, cfg: EvalConfig, table: ResultsTable) -> list[Fai
 
 
 def finished_runs(study_dir: str | Path) -> tuple[list[Path], list[str]]:
-    """Run folders of a study holding ``final.json`` (sorted), and the planned runs not finished."""
+    """Run folders of a study holding a finished run (sorted; ``training.study`` says which), and
+    the planned runs not finished."""
+    from training.study import FINAL_NAME, finished_folders, read_plan, run_finished
+
     study = Path(study_dir)
     if not study.is_dir():
         what = "is not a folder" if study.exists() else "not found"
         raise FileNotFoundError(f"study folder {what}: {study}")
-    if (study / "final.json").is_file():  # training writes it into a run's folder, last
-        raise ValueError(f"{study} is a run folder (it holds final.json), not a study: use --model")
-    finished = sorted(p.parent for p in study.glob("*/final.json"))
+    if run_finished(study):
+        raise ValueError(f"{study} is a run folder (it holds {FINAL_NAME}), not a study: use --model")
+    finished = finished_folders(study)
     planned: list[str] = []
     try:
-        from training.study import read_plan
-
         planned = [r.run for r in read_plan(study)]
-    except (ImportError, OSError, ValueError, TypeError, KeyError, csv.Error) as err:
+    except (OSError, ValueError, TypeError, KeyError, csv.Error) as err:
         # The plan only names the unfinished runs: a broken one must not stop the evaluation.
         logger.info("%s: no readable plan (%s); evaluating the finished run folders", study, err)
     names = {p.name for p in finished}
@@ -319,7 +320,7 @@ def finished_runs(study_dir: str | Path) -> tuple[list[Path], list[str]]:
 
 
 def evaluate_study(study_dir: str | Path, cfg: EvalConfig, table: ResultsTable) -> list[Failure]:
-    """Evaluate every finished run of a study (a run is finished iff it holds final.json)."""
+    """Evaluate every finished run of a study (``finished_runs``)."""
     check_limit(cfg, table)
     runs, unfinished = finished_runs(study_dir)
     if unfinished:

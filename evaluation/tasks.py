@@ -416,10 +416,15 @@ def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
 SPLIT_ABBREVIATIONS = {"validation": "val", "test": "test", "train": "train"}
 
 
+def test_loss_metric(task: str) -> str:
+    """The results-table metric of a task's zero-shot test loss (the loss-to-loss paper's name)."""
+    return f"eval/downstream_ce_loss/{task}_test_ce_loss"
+
+
 def metric_names(spec: TaskSpec) -> dict[str, str]:
     """Metric names of the results table, as the papers' released tables spell them."""
     names = {
-        "test_ce_loss": f"eval/downstream_ce_loss/{spec.name}_test_ce_loss",
+        "test_ce_loss": test_loss_metric(spec.name),
         "test_acc": f"eval/downstream/{spec.name}_test_acc",
         "test_len_norm": f"eval/downstream/{spec.name}_test_len_norm",
     }

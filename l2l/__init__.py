@@ -3,6 +3,7 @@
 The only package that imports all four others (``modeling_l2l``, ``training``, ``evaluation``,
 ``analysis``), so that they keep their one-way dependencies:
 
+- ``layout``: the names of what a study folder holds (``results.jsonl``, ``laws/``, ...);
 - ``presets``: what a study trains, evaluates and predicts (``tiny``, ``smoke``, paper presets);
 - ``plan``: a preset becomes a study folder (``training.study``'s contract + ``l2l_study.json``);
 - ``stages``: training (local processes or a slurm array) and evaluation into ``results.jsonl``;

@@ -213,25 +213,27 @@ def cmd_eval(args) -> int:
 
 
 def _fit(study: Path, progress: bool):
-    from l2l.fits import fit_study, read_results
+    from analysis.results_table import read_results, wide
+    from l2l.fits import fit_study
+    from l2l.layout import RESULTS
     from l2l.plan import read_record, read_spec
-    from l2l.stages import RESULTS
 
     spec, record = read_spec(study), read_record(study)
     if not (study / RESULTS).is_file():
         raise ValueError(f"{study} has no {RESULTS} yet: run `l2l eval {study}` first")
-    results = read_results(study / RESULTS)
+    results = wide(read_results(study / RESULTS))  # one row per run
     fits = fit_study(results, spec, record["targets"], progress=progress)
     return spec, record, results, fits
 
 
 def cmd_fit(args) -> int:
     from l2l.fits import save_fits
+    from l2l.layout import LAWS_DIR, PREDICTIONS
 
     _, _, _, fits = _fit(args.study, not args.quiet)
     save_fits(fits, args.study)
-    print(f"{args.study}: {len(fits.laws)} laws in laws/, {len(fits.predictions)} predictions "
-          f"in predictions.csv" + (f"; missing: {len(fits.missing)} (see report)" if fits.missing else ""))
+    print(f"{args.study}: {len(fits.laws)} laws in {LAWS_DIR}/, {len(fits.predictions)} predictions "
+          f"in {PREDICTIONS}" + (f"; missing: {len(fits.missing)} (see report)" if fits.missing else ""))
     return 0
 
 

@@ -23,7 +23,6 @@ fit's noise only. Then the methods of ``l2l.methods``: ``calibrated``, ``selecte
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from l2l.layout import LAWS_DIR, PREDICTIONS
 
 PREDICTION_COLUMNS = ("run", "dataset", "quantity", "kind", "law", "method", "choice", "given",
                       "prediction", "lower", "upper", "actual", "relative_error", "covered",
@@ -48,18 +49,10 @@ def loss_column(corpus: str) -> str:
 
 
 def task_column(task: str) -> str:
-    return f"eval/downstream_ce_loss/{task}_test_ce_loss"
+    """The results-table metric of a downstream task's test loss (evaluation's name)."""
+    from evaluation.tasks import test_loss_metric
 
-
-def read_results(path: str | Path) -> pd.DataFrame:
-    """The tidy results table (one row per run and metric) as one row per run."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path} holds no results")
-    tidy = pd.DataFrame(rows)
-    wide = tidy.pivot_table(index="run", columns="metric", values="value", aggfunc="last")
-    meta = tidy.groupby("run")[["dataset", "N", "D", "C"]].last()
-    return meta.join(wide).reset_index()
+    return test_loss_metric(task)
 
 
 @dataclass
@@ -238,11 +231,11 @@ def save_fits(fits: StudyFits, study_dir: str | Path) -> list[Path]:
     from analysis.atomic import write_atomic
 
     study = Path(study_dir)
-    fresh = Path(tempfile.mkdtemp(prefix=".laws-", dir=study))
+    fresh = Path(tempfile.mkdtemp(prefix=f".{LAWS_DIR}-new-", dir=study))
     try:
         for name, law in fits.laws.items():
             law.save_pretrained(fresh / name)
-        laws, old = study / "laws", study / ".laws-old"
+        laws, old = study / LAWS_DIR, study / f".{LAWS_DIR}-old"
         if old.exists():
             shutil.rmtree(old)
         if laws.exists():
@@ -252,8 +245,8 @@ def save_fits(fits: StudyFits, study_dir: str | Path) -> list[Path]:
     finally:
         if fresh.exists():
             shutil.rmtree(fresh, ignore_errors=True)
-    write_atomic(study / "predictions.csv", fits.predictions.to_csv(index=False))
-    return [laws / name for name in fits.laws] + [study / "predictions.csv"]
+    write_atomic(study / PREDICTIONS, fits.predictions.to_csv(index=False))
+    return [study / LAWS_DIR / name for name in fits.laws] + [study / PREDICTIONS]
 
 
 def quiet(function, *args, caught: list[str], label: str, **kwargs):

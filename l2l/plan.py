@@ -16,12 +16,10 @@ import math
 import os
 from pathlib import Path
 
+from l2l.layout import SPEC_FILE, STUDY_RECORD, TOKENIZER_DIR
 from l2l.spec import StudySpec, Target
 from training.typed_config import ConfigError
 
-STUDY_RECORD = "l2l_study.json"
-TOKENIZER_DIR = "tokenizer"
-SPEC_FILE = "spec.yaml"
 CHINCHILLA_PARAMS = 5  # the paper's single-corpus law: E, A, alpha, B, beta
 HELD_OUT_CHARS_PER_TOKEN = 8  # generous: the text a held-out split takes, per token, skipped
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from l2l.layout import FIGURES_DIR, LAWS_DIR, PREDICTIONS, REPORT, RESULTS, SPEC_FILE
+
 SIGN = ("error = predicted / measured - 1: positive when the prediction is above the measured "
         "value")
 
@@ -74,7 +76,7 @@ def draw_figures(fits, results: pd.DataFrame, targets: list[str], study_dir: str
     method, black; the selected method, blue; with their intervals) and measured (red)."""
     from analysis.plots import plot_law
 
-    out = Path(study_dir) / "figures"
+    out = Path(study_dir) / FIGURES_DIR
     out.mkdir(exist_ok=True)
     written = []
     measured = results[results.run.isin(targets)]
@@ -245,13 +247,14 @@ def write_report(study_dir: str | Path, *, spec, record: dict, results: pd.DataF
     if fits.warnings:
         lines += ["", "Fit warnings:", *[f"- {w}" for w in fits.warnings]]
     lines.append("\n## Figures\n")
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
+    lines += [f"![{p.stem}]({FIGURES_DIR}/{p.name})" for p in figures]
     lines += ["\n## Files\n",
-              "- `spec.yaml`: the study's spec (`l2l study --config spec.yaml` runs it again)",
-              "- `results.jsonl`: the tidy results table (run, dataset, N, D, C, metric, value)",
-              "- `predictions.csv`: every prediction above, with its method and interval",
-              "- `laws/<name>/`: each of the paper's fitted laws (`analysis.load_law`)",
+              f"- `{SPEC_FILE}`: the study's spec (`l2l study --config {SPEC_FILE}` runs it "
+              "again)",
+              f"- `{RESULTS}`: the tidy results table (run, dataset, N, D, C, metric, value)",
+              f"- `{PREDICTIONS}`: every prediction above, with its method and interval",
+              f"- `{LAWS_DIR}/<name>/`: each of the paper's fitted laws (`analysis.load_law`)",
               "- `<run>/`: each run folder (model, config, metrics)"]
-    path = study / "report.md"
+    path = study / REPORT
     write_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from l2l.layout import LOGS_DIR, RESULTS
 from l2l.plan import read_record, read_spec, run_training_config
 from l2l.spec import StudySpec
-
-RESULTS = "results.jsonl"
 
 
 @dataclass
@@ -70,7 +69,7 @@ def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int 
         for run, config in todo:
             log(f"would train {run.run}: {shlex.join(train_command(config))}")
         return report
-    logs = study / "logs"
+    logs = study / LOGS_DIR
     logs.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
@@ -99,8 +98,9 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
                    task_data: str | None = None, log=print) -> StageReport:
     """Evaluate every finished run on every corpus' held-out split and the preset's tasks into
     ``STUDY/results.jsonl``; metrics already in the table are not computed again."""
-    from evaluation import EvalConfig, ResultsTable
-    from evaluation import evaluate_study as evaluate_runs
+    from evaluation import EvalConfig, ResultsTable, runner
+    from training.study import finished_folders
+
     study = Path(study_dir)
     spec = read_spec(study)
     record = read_record(study)
@@ -114,11 +114,9 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
         loss_tokens=spec.evaluation.loss_tokens, limit=spec.evaluation.task_limit,
         task_data=task_data, allow_hub=(not offline) if allow_hub is None else allow_hub,
     )
-    from evaluation.runner import finished_runs
-
     table = ResultsTable(study / RESULTS)
     report = StageReport()
-    report.done = [folder.name for folder in finished_runs(study)[0]]
-    for failure in evaluate_runs(study, cfg, table):
+    report.done = [folder.name for folder in finished_folders(study)]
+    for failure in runner.evaluate_study(study, cfg, table):
         report.failed[f"{failure.run}: {failure.what}"] = failure.error
     return report

@@ -23,10 +23,10 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from analysis.locations import cache_dir
+from analysis.run_names import RunName, parse_run_name
 
 from .convert_olmo import convert_olmo_checkpoint
 from .modeling_l2l import L2LForCausalLM
-from analysis.run_names import RunName, parse_run_name
 
 L2L_HUB_REPO = "KempnerInstituteAI/loss-to-loss"
 

@@ -27,8 +27,6 @@ concurrent runs from building the same corpus twice. Evaluation gets held-out sp
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import hashlib
 import json
@@ -52,6 +50,7 @@ from training.corpora import (
     resolve_corpus,
     source_fingerprint,
 )
+from training.run_lock import FileLock
 
 INDEX_NAME = "index.json"
 # 2: the folder is keyed by the source fingerprint, which index.json records.
@@ -246,7 +245,8 @@ def build_corpus(
     if existing is not None and _enough(existing, want_sequences):
         return existing
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.with_name(folder.name + ".lock")):
+    # One build per corpus folder: concurrent runs wait for it, then find it built.
+    with FileLock(folder.with_name(folder.name + ".lock"), wait=True):
         existing = open_corpus(folder)  # another process may have built it while we waited
         if existing is not None and _enough(existing, want_sequences):
             return existing
@@ -278,16 +278,6 @@ def build_corpus(
 
 def _enough(built: BuiltCorpus, want_sequences: int) -> bool:
     return built.num_train_sequences >= want_sequences or built.index["train"]["exhausted"]
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_shards(tmp: Path, spec: CorpusSpec, fingerprint: dict, tokenizer, tokenizer_name: str,

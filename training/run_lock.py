@@ -1,10 +1,15 @@
-"""One trainer per run folder: an OS lock that dies with its process.
+"""File locks that die with their process: one trainer per run folder, one builder per folder.
 
 Two trainers in one run folder both ran (``metrics.jsonl`` held every step twice) or one
-crashed on the other's temporary checkpoint. ``RunLock`` takes an exclusive ``flock`` on
-``<run>/.lock`` for as long as the trainer runs. The kernel releases it when the process ends
-however it ends, SIGKILL included, so a killed run never blocks its own resume; the file's
-text (pid, host, start time) only serves the message that names the holder.
+crashed on the other's temporary checkpoint. ``FileLock`` takes an exclusive ``flock`` on a file
+for as long as its holder runs. The kernel releases it when the process ends however it ends,
+SIGKILL included, so a killed process never blocks its own resume; the file's text (pid, host,
+start time) only serves the message that names the holder. Its users:
+
+- ``RunLock``: ``<run>/.lock``, held by the trainer of the run (and by ``l2l study`` on the
+  study folder); a second one is refused (``RunLockedError``);
+- ``training.data``: the shards of one corpus are built by one process while the others wait;
+- ``l2l.release``: one build of a release folder at a time.
 """
 
 from __future__ import annotations
@@ -19,29 +24,36 @@ from pathlib import Path
 LOCK_NAME = ".lock"
 
 
-class RunLockedError(RuntimeError):
-    """Another live process trains this run folder."""
+class LockHeldError(RuntimeError):
+    """Another live process holds the lock."""
 
 
-class RunLock:
-    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``."""
+class FileLock:
+    """``with FileLock(path):`` holds an exclusive lock on ``path`` (created if needed), or raises
+    ``refusal(holder)`` at once when another process holds it; ``wait=True`` waits for it instead.
+    """
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / LOCK_NAME
+    def __init__(self, path: str | os.PathLike, *, wait: bool = False):
+        self.path = Path(path)
+        self.wait = wait
         self._handle = None
 
-    def acquire(self) -> RunLock:
+    def refusal(self, holder: str) -> Exception:
+        """The error raised when another process holds the lock; ``holder`` names it."""
+        return LockHeldError(f"{self.path} is held by another process ({holder})")
+
+    def acquire(self) -> FileLock:
         handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             holder = _describe(handle.read())
             handle.close()
-            raise RunLockedError(
-                f"{self.path.parent} is being trained by another process ({holder}); wait for "
-                "it to finish or stop it, then resume with --resume"
-            ) from None
+            raise self.refusal(holder) from None
+        except BaseException:  # Ctrl-C while waiting
+            handle.close()
+            raise
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -56,11 +68,28 @@ class RunLock:
             self._handle.close()
             self._handle = None
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class RunLockedError(LockHeldError):
+    """Another live process trains this run folder."""
+
+
+class RunLock(FileLock):
+    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        super().__init__(Path(run_dir) / LOCK_NAME)
+
+    def refusal(self, holder: str) -> RunLockedError:
+        return RunLockedError(
+            f"{self.path.parent} is being trained by another process ({holder}); wait for "
+            "it to finish or stop it, then resume with --resume"
+        )
 
 
 def _describe(text: str) -> str:

@@ -17,6 +17,7 @@ sizes without a config per size.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,6 +27,10 @@ from training.config import TrainingConfig
 
 COLUMNS = ("run", "dataset", "N", "D", "C", "n_layers", "d_model", "steps", "tokens_per_param",
            "global_batch_size", "seq_len", "grid")
+PLAN_FILES = ("runs.csv", "runs.json")  # the runs table, in either format (read_plan: CSV first)
+# Written last by the trainer, atomically, into the run folder: a run is finished iff its folder
+# holds it.
+FINAL_NAME = "final.json"
 # Presets whose recipe is a function of the depth: rebuilt for each run.
 SIZE_DEPENDENT_PRESETS = ("olmo-ladder",)
 
@@ -80,6 +85,7 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
     config (``base``). ``corpora``: the corpus arguments of the plan (registered names or local
     paths, named by ``corpus_label``), or a mapping of the runs' corpus labels to their sources.
     The folder must be new, empty or a study already (``check_study_destination``)."""
+    from analysis.atomic import write_atomic  # analysis' import is heavy: only when writing
     from training.corpora import corpus_label
 
     study = Path(study_dir)
@@ -89,25 +95,24 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
     rows = [asdict(r) for r in runs]
     written = []
     if "csv" in formats:
-        tmp = study / "runs.csv.tmp"
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(study / "runs.csv")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(study / "runs.csv", table.getvalue())
         written.append(study / "runs.csv")
     if "json" in formats:
-        _write_atomic(study / "runs.json", json.dumps(rows, indent=1))
+        write_atomic(study / "runs.json", json.dumps(rows, indent=1))
         written.append(study / "runs.json")
     if config_path:  # copy the base YAML into the study so the study folder is self-contained
-        _write_atomic(study / "base_config.yaml", Path(config_path).read_text())
+        write_atomic(study / "base_config.yaml", Path(config_path).read_text())
         config_path = "base_config.yaml"
     elif base is not None:
-        _write_atomic(study / "base_config.yaml", base.to_yaml())
+        write_atomic(study / "base_config.yaml", base.to_yaml())
         config_path = "base_config.yaml"
     else:
-        _write_atomic(study / "base_config.yaml",
-                      base_config(preset, None, overrides).to_yaml())
+        write_atomic(study / "base_config.yaml",
+                     base_config(preset, None, overrides).to_yaml())
     if isinstance(corpora, dict):
         sources = dict(corpora)
     else:
@@ -115,7 +120,7 @@ def write_plan(runs: list[PlannedRun], study_dir: str | Path, *, preset: str | N
                    for c in (corpora or []) if corpus_label(c) != c}
     meta = {"preset": None if config_path else (preset or "paper"), "config": config_path,
             "overrides": overrides, "corpora": sources}
-    _write_atomic(study / "study.json", json.dumps(meta, indent=1))
+    write_atomic(study / "study.json", json.dumps(meta, indent=1))
     written += [study / "base_config.yaml", study / "study.json"]
     return written
 
@@ -200,9 +205,22 @@ def check_study_destination(study_dir: str | Path) -> None:
             "could overwrite those files: choose a new or empty folder")
 
 
+def run_finished(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a finished run: ``final.json`` (the trainer writes it last,
+    atomically)."""
+    return (Path(run_dir) / FINAL_NAME).is_file()
+
+
 def is_finished(study_dir: str | Path, run: str) -> bool:
-    """A run is finished iff its folder holds ``final.json`` (written last, atomically)."""
-    return (Path(study_dir) / run / "final.json").is_file()
+    """Whether the run ``run`` of a study is finished (``run_finished`` of its folder)."""
+    return run_finished(Path(study_dir) / run)
+
+
+def finished_folders(study_dir: str | Path) -> list[Path]:
+    """The run folders of a study that hold a finished run, sorted by name (hidden folders, such
+    as a release being built, are not runs)."""
+    return sorted(p for p in Path(study_dir).iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and run_finished(p))  # fmt: skip
 
 
 def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
@@ -235,9 +253,3 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:  # its message names neither the file nor the study
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -78,8 +78,8 @@ def plan_runs(
     """
     # Here rather than at the top: the package imports torch and transformers (seconds), which
     # `python -m training.sweep --help` and its argument errors must not wait for.
-    from analysis.sizes import PAPER_HEAD_DIM, param_count
     from analysis.run_names import format_run_name
+    from analysis.sizes import PAPER_HEAD_DIM, param_count
 
     batch_for = global_batch_size if callable(global_batch_size) else (
         lambda n: global_batch_size)

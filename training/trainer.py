@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis.atomic import write_atomic
 from training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -57,6 +58,7 @@ from training.data import SequenceOrder, TrainSequences, build_corpus, load_toke
 from training.loss import causal_lm_loss
 from training.run_lock import RunLock, RunLockedError
 from training.schedule import lr_at_step, warmup_steps_for
+from training.study import FINAL_NAME, run_finished
 
 # The run's corpus as it was when the run started (``source_fingerprint``): a resume refuses a
 # corpus whose documents changed since.
@@ -213,9 +215,7 @@ class MetricsLog:
         if enabled and resume_step is not None and path.is_file():
             kept = [line for line in path.read_text().splitlines()
                     if _step_of(line) is not None and _step_of(line) <= resume_step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(path)
+            write_atomic(path, "".join(line + "\n" for line in kept))
         elif enabled and resume_step is None and path.exists():
             path.unlink()
 
@@ -232,14 +232,6 @@ def _step_of(line: str) -> int | None:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError, TypeError):
         return None
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 @torch.no_grad()
@@ -321,9 +313,9 @@ def train(cfg: TrainingConfig) -> dict:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive_run(run_dir, accelerator):
-        if (run_dir / "final.json").is_file():
-            log(f"{name}: already finished ({run_dir / 'final.json'}); nothing to do")
-            return json.loads((run_dir / "final.json").read_text())
+        if run_finished(run_dir):
+            log(f"{name}: already finished ({run_dir / FINAL_NAME}); nothing to do")
+            return json.loads((run_dir / FINAL_NAME).read_text())
         world = accelerator.num_processes
         accum = cfg.grad_accumulation_steps(world)
         micro = cfg.batch.micro_batch_size
@@ -385,8 +377,10 @@ def train(cfg: TrainingConfig) -> dict:
                 progress=main and cfg.logging.progress_bar,
             )
         if main:
-            _write_json_atomic(corpus_record, {"corpus": cfg.data.corpus, "shards": str(corpus.root),
-                                               "source_fingerprint": corpus.fingerprint})
+            write_atomic(corpus_record, json.dumps({"corpus": cfg.data.corpus,
+                                                    "shards": str(corpus.root),
+                                                    "source_fingerprint": corpus.fingerprint},
+                                                   indent=1))
         train_data = TrainSequences(corpus)
         _in_vocabulary(corpus.validation(), cfg.model.vocab_size, corpus.root)
         order = SequenceOrder(min(len(train_data), needed_sequences), cfg.data.seed)
@@ -559,7 +553,7 @@ def train(cfg: TrainingConfig) -> dict:
         if main:
             save_final_model(accelerator.unwrap_model(model), state_dict, run_dir)
             tokenizer.save_pretrained(run_dir)
-            _write_json_atomic(run_dir / "final.json", final)
+            write_atomic(run_dir / FINAL_NAME, json.dumps(final, indent=1))
             log(f"{name}: finished {step} steps, validation loss {val_loss:.4f} -> {run_dir}")
         accelerator.wait_for_everyone()
         accelerator.end_training()

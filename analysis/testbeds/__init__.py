@@ -12,12 +12,13 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from analysis.results_table import wide
 from analysis.testbeds.chinchilla import load_chinchilla
 from analysis.testbeds.gadre import load_gadre
 from analysis.testbeds.l2l import load_l2l
 from analysis.testbeds.ladder import load_ladder
 from analysis.testbeds.sources import GitHubFolder, LocalFolder, TestbedUnavailableError
-from analysis.testbeds.table import TIDY_COLUMNS, validate_tidy, wide
+from analysis.testbeds.table import TIDY_COLUMNS, validate_tidy
 
 LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
     "l2l": load_l2l,

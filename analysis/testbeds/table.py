@@ -13,7 +13,8 @@ One row per (run, metric): ``run, dataset, N, D, C, M, metric, value``.
   ``eval/downstream_bpb/hellaswag_val_rc_5shot_bpb``), so that its code and ours name things alike.
 - ``value``: a finite float.
 
-``wide`` pivots the table back to one row per evaluated checkpoint, the shape fitting code wants.
+``analysis.results_table.wide`` (``analysis.testbeds.wide``) pivots the table back to one row per
+evaluated checkpoint, the shape fitting code wants: a testbed is widened as a study's results are.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-TIDY_COLUMNS = ("run", "dataset", "N", "D", "C", "M", "metric", "value")
-COORDINATES = ("run", "dataset", "N", "D", "C", "M")
+from analysis.results_table import COORDINATES, collapse_duplicates
+
+TIDY_COLUMNS = (*COORDINATES, "metric", "value")
 # Coordinates that a law takes logs of: they must be finite and positive.
 POSITIVE_COORDINATES = ("N", "D", "C", "M")
 
@@ -87,7 +89,8 @@ def validate_tidy(table: pd.DataFrame, *, origin: str = "table") -> pd.DataFrame
     """Check columns, types and values of a tidy table; return it with canonical dtypes.
 
     Raises ``ValueError`` naming the problem: a missing column, a NaN or non-positive coordinate,
-    a non-finite value, or a (run, D, metric) cell given twice.
+    a non-finite value, or a (run, D, metric) cell given twice with different values (the same
+    value twice is kept once: ``analysis.results_table.collapse_duplicates``).
     """
     missing = [c for c in TIDY_COLUMNS if c not in table.columns]
     if missing:
@@ -113,35 +116,7 @@ def validate_tidy(table: pd.DataFrame, *, origin: str = "table") -> pd.DataFrame
         bad = ~np.isfinite(value)
         examples = table.loc[bad, ["run", "metric"]].head(5).to_records(index=False).tolist()
         raise ValueError(f"{origin}: {int(bad.sum())} non-finite values, e.g. {examples}")
-    duplicated = table.duplicated(subset=["run", "D", "metric"])
-    if duplicated.any():
-        examples = table.loc[duplicated, ["run", "D", "metric"]].head(3).to_records(index=False)
-        raise ValueError(
-            f"{origin}: {int(duplicated.sum())} (run, D, metric) cells appear twice, "
-            f"e.g. {examples.tolist()}"
-        )
-    return table.reset_index(drop=True)
-
-
-def wide(table: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per evaluated checkpoint (run, D), one column per metric, coordinates kept.
-
-    Rows are sorted by dataset, run and D, so a run's checkpoints come in training order.
-    ``metrics`` restricts (and checks) the metric columns; an absent one is a ``ValueError``
-    naming it (as every other bad input: the command lines report it as an error, not a trace).
-    """
-    if metrics is not None:
-        metrics = list(metrics)
-        absent = sorted(set(metrics) - set(table["metric"].unique()))
-        if absent:
-            raise ValueError(f"metric(s) not in the table: {absent}")
-        table = table[table["metric"].isin(metrics)]
-    frame = table.pivot(index=list(COORDINATES), columns="metric", values="value")
-    frame.columns.name = None
-    frame = frame.reset_index().sort_values(["dataset", "run", "D"], kind="stable")
-    if metrics is not None:
-        frame = frame[[*COORDINATES, *metrics]]
-    return frame.reset_index(drop=True)
+    return collapse_duplicates(table, origin=origin).reset_index(drop=True)
 
 
 def read_csv(folder, name: str) -> pd.DataFrame:

@@ -39,3 +39,18 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         write_atomic(path, Boom("new"))
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["law.json"]
+
+
+def test_the_bytes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power cut after the rename must not leave an empty final.json (the trainer's finished
+    test): the temporary file is fsync'ed first."""
+    synced = []
+    fsync = os.fsync
+
+    def recording(fd):
+        synced.append((tmp_path / "final.json").exists())
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    write_atomic(tmp_path / "final.json", "{}")
+    assert synced == [False] and (tmp_path / "final.json").read_text() == "{}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -266,10 +267,20 @@ def test_cli_fits_evaluations_tidy_results(tmp_path, capsys):
     for name, value in TRUTH.items():
         assert law.params[name] == pytest.approx(value, rel=1e-3)
 
+    # The same row twice (a table appended to twice) is one row; two values of one (run, metric)
+    # are an error naming both.
     pd.DataFrame(rows + rows[:1]).to_json(path, orient="records", lines=True)
+    assert main(["fit", str(path), "--form", "chinchilla", "--target", "val_loss"]) == 0
+    assert "on 16 points" in capsys.readouterr().out
+    clash = {**rows[0], "value": rows[0]["value"] + 0.1}
+    pd.DataFrame(rows + [clash]).to_json(path, orient="records", lines=True)
     with pytest.raises(SystemExit):
         main(["fit", str(path), "--form", "chinchilla", "--target", "val_loss"])
-    assert "(run, metric) rows appear twice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(run, metric) rows appear twice with different values" in err
+    named = re.search(r"run 'run0', metric 'val_loss': ([0-9.]+) and ([0-9.]+);", err)
+    assert named, err
+    assert [float(v) for v in named.groups()] == pytest.approx([rows[0]["value"], clash["value"]])
 
 
 def _fit_args(path, *extra):

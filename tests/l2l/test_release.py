@@ -23,6 +23,7 @@ from l2l import release
 from l2l.release import build_release, main, push_release
 from tests.local_hub import LocalHub
 from tests.modeling.test_remote_code_and_checkpointing import BLOCK_THE_PACKAGE
+from training.run_lock import FileLock
 
 REPO = "l2l-test/tiny-study"
 TOKEN = "hf_local_test_token_never_printed"
@@ -305,6 +306,32 @@ def test_an_interrupted_build_keeps_the_earlier_release(study, monkeypatch):
     assert build_release(study) == first
     assert (first / "report.md").read_text() == "# Report, second version\n"
     assert not list(study.glob(".release.building-*")) and not list(study.glob(".release.old-*"))
+
+
+def test_the_results_table_is_read_by_its_one_reader(study, capsys):
+    """The same row twice (appended twice) is released once in the run's card; two values of one
+    run and metric stop the build with both named (analysis.results_table's rules)."""
+    line = (study / "results.jsonl").read_text().splitlines()[0]
+    row = json.loads(line)
+    with open(study / "results.jsonl", "a") as handle:
+        handle.write(line + "\n")
+    card = (build_release(study) / row["run"] / "README.md").read_text()
+    assert card.count(f"| `{row['metric']}` |") == 1
+    with open(study / "results.jsonl", "a") as handle:
+        handle.write(json.dumps({**row, "value": row["value"] + 1}) + "\n")
+    assert main([str(study), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"run {row['run']!r}, metric {row['metric']!r}: {row['value']!r} and " in err
+    assert "delete the row that is wrong" in err
+
+
+def test_one_build_at_a_time(study):
+    with FileLock(study / ".release.lock"):  # another process is building it
+        with pytest.raises(RuntimeError, match=r"another process is building the release .*"
+                                               r"release \(pid \d+ on .*; wait for it to finish"):
+            build_release(study)
+    assert not (study / "release").exists()
+    assert build_release(study) == study / "release"
 
 
 # ---------------------------------------------------------------------------- the Hub

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from safetensors import safe_open
@@ -21,7 +23,7 @@ from training.checkpoint import list_checkpoints
 from training.config import ConfigError
 from training.corpora import CorpusError
 from training.data import build_corpus, load_tokenizer
-from training.run_lock import RunLock, RunLockedError
+from training.run_lock import FileLock, LockHeldError, RunLock, RunLockedError
 from training.trainer import train
 
 
@@ -168,6 +170,31 @@ def test_a_killed_trainer_never_blocks_the_resume(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     RunLock(run_dir).acquire().release()
+
+
+def test_a_file_lock_refuses_at_once_or_waits_for_its_holder(tmp_path):
+    """FileLock is the one lock of the project: RunLock (a trainer), the shard build (waits) and
+    the release build (refuses) are made of it."""
+    path = tmp_path / "corpus.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from training.run_lock import FileLock; "
+         f"lock = FileLock({str(path)!r}).acquire(); print('locked', flush=True); "
+         "sys.stdin.readline(); lock.release(); time.sleep(60)"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeldError, match=rf"corpus.lock is held by another process "
+                           rf"\(pid {holder.pid} on "):
+            FileLock(path).acquire()
+        started = time.monotonic()
+        threading.Timer(0.5, lambda: (holder.stdin.write("\n"), holder.stdin.flush())).start()
+        with FileLock(path, wait=True):  # a second build waits for the first, then goes on
+            assert time.monotonic() - started >= 0.4
+            assert f'"pid": {os.getpid()}' in path.read_text()  # now it names this process
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
 
 
 # --------------------------------------------------------------------- a pause is not the end

@@ -9,11 +9,18 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from modeling_l2l import paper_param_count
 from analysis.run_names import parse_run_name
+from modeling_l2l import paper_param_count
 from tests.conftest import shared_path
 from training.corpora import PAPER_CORPORA
-from training.study import read_plan, run_config
+from training.study import (
+    FINAL_NAME,
+    finished_folders,
+    is_finished,
+    read_plan,
+    run_config,
+    run_finished,
+)
 from training.sweep import (
     PAPER_BUDGETS,
     ladder_grid,
@@ -149,6 +156,21 @@ def test_cli_writes_the_study_folder(tmp_path, capsys):
           "--corpora", "python-stdlib", "model.vocab_size=384", "data.seq_len=32",
           "batch.global_batch_size=8", "batch.micro_batch_size=4", "--out", str(study)])
     assert "1 finished, 3 to run" in capsys.readouterr().out
+
+
+def test_a_run_is_finished_when_its_folder_holds_final_json(tmp_path):
+    """training.study's finished test, the one the trainer, evaluation and the release use."""
+    for name, make in (("done", "file"), ("running", None), (".release.building-x", "file"),
+                       ("odd", "folder")):  # fmt: skip
+        (tmp_path / name).mkdir()
+        if make == "file":
+            (tmp_path / name / FINAL_NAME).write_text("{}")
+        elif make == "folder":  # a folder named final.json is not the trainer's summary
+            (tmp_path / name / FINAL_NAME).mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert finished_folders(tmp_path) == [tmp_path / "done"]  # hidden folders are not runs
+    assert run_finished(tmp_path / "done") and is_finished(tmp_path, "done")
+    assert not is_finished(tmp_path, "running") and not is_finished(tmp_path, "absent")
 
 
 def test_local_corpus_labels_map_back_to_paths(tmp_path):
