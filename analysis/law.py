@@ -14,6 +14,7 @@ uncertainty), ``kind="prediction"`` where a new run lands (that plus the runs' s
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -58,6 +59,7 @@ MIXTURE_DRAWS = 32768
 represented by evenly spaced quantiles of their distribution."""
 CONFIG_NAME = "config.json"
 SAMPLES_NAME = "bootstrap.csv"
+SAMPLES_DIGEST = "samples_sha256"  # in bootstrap_info: the digest of the saved bootstrap.csv
 MODEL_CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 
@@ -428,17 +430,23 @@ class Law(
         # Strict JSON (the Hub and non-Python readers reject NaN/Infinity tokens): non-finite
         # numbers are written as the strings "NaN", "Infinity", "-Infinity", which float() and
         # numpy read back in every numeric field.
-        text = json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False)
-        write_atomic(save_directory / CONFIG_NAME, text + "\n")
+        # The samples first, then the config naming their digest: a reader of a folder being
+        # saved again can tell an old config beside new samples (``_from_pretrained``).
+        record = self.to_dict()
         samples_path = save_directory / SAMPLES_NAME
+        if self.samples is not None:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(self.form_spec.params)
+            writer.writerows([repr(float(v)) for v in row] for row in self.samples)
+            samples = buffer.getvalue().encode("utf-8")
+            write_atomic(samples_path, samples)
+            record["bootstrap_info"] = {**record.get("bootstrap_info", {}),
+                                        SAMPLES_DIGEST: hashlib.sha256(samples).hexdigest()}
+        text = json.dumps(strict_json(record), indent=2, allow_nan=False)
+        write_atomic(save_directory / CONFIG_NAME, text + "\n")
         if self.samples is None:
             samples_path.unlink(missing_ok=True)
-            return
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.form_spec.params)
-        writer.writerows([repr(float(v)) for v in row] for row in self.samples)
-        write_atomic(samples_path, buffer.getvalue())
 
     @classmethod
     def _from_pretrained(
@@ -483,13 +491,22 @@ class Law(
             raise ValueError(f"{model_id!r}: {CONFIG_NAME}: {error}") from None
         if not law.bootstrap_info:
             return law
-        # the law was saved with its samples: they must be there
+        # the law was saved with its samples: they must be there, and be those it names
         samples_path = resolve(SAMPLES_NAME)
         if samples_path is None:
             raise ValueError(
                 f"{model_id!r}: {CONFIG_NAME} records a bootstrap but {SAMPLES_NAME} is missing"
             )
-        return replace(law, samples=read_samples(samples_path, law.form_spec.params))
+        samples = read_samples(samples_path, law.form_spec.params)
+        digest = law.bootstrap_info.get(SAMPLES_DIGEST)
+        with open(samples_path, "rb") as handle:
+            if digest is not None and hashlib.sha256(handle.read()).hexdigest() != digest:
+                raise ValueError(
+                    f"{model_id!r}: {SAMPLES_NAME} is not the one its {CONFIG_NAME} was saved "
+                    "with (the law is being saved again, or its files were mixed): load it "
+                    "again, or fit it again")
+        info = {k: v for k, v in law.bootstrap_info.items() if k != SAMPLES_DIGEST}
+        return replace(law, bootstrap_info=info, samples=samples)
 
     @classmethod
     def from_pretrained(

@@ -428,3 +428,24 @@ def test_push_to_hub_and_load_back_through_a_local_hub(tmp_path):
             r.headers.get("authorization") or r.headers.get("Authorization") for r in hub.requests
         }
         assert auth == {"Bearer hf_local_test_token"}
+
+
+def test_a_config_beside_another_fits_samples_is_refused(tmp_path):
+    """A law saved again while another process reads it: the reader must never pair one fit's
+    config.json with another fit's bootstrap.csv (samples go first, the config names their
+    digest)."""
+    C = np.geomspace(1e17, 1e21, 12)
+    rng = np.random.default_rng(0)
+    laws = []
+    for seed in (0, 1):
+        y = (1.8 + 30 * C**-0.07) * np.exp(0.004 * rng.standard_normal(C.size))
+        law = fit_law("compute", {"C": C}, y)
+        laws.append(bootstrap(law, {"C": C}, y, n_resamples=20, seed=seed))
+    laws[0].save_pretrained(tmp_path / "a")
+    laws[1].save_pretrained(tmp_path / "b")
+    loaded = load_law(tmp_path / "a")
+    assert np.array_equal(loaded.samples, laws[0].samples)
+    assert "samples_sha256" not in loaded.bootstrap_info
+    (tmp_path / "a" / "bootstrap.csv").write_bytes((tmp_path / "b" / "bootstrap.csv").read_bytes())
+    with pytest.raises(ValueError, match="bootstrap.csv is not the one its config.json was saved"):
+        load_law(tmp_path / "a")
