@@ -142,7 +142,12 @@ def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
     """A CSV, JSONL or Parquet table with one row per run, or tidy metric/value rows (evaluation's
     results table above all), checked and widened by ``analysis.results_table``."""
     if not Path(path).is_file():
-        raise ValueError(f"no such table file: {path}")
+        raise ValueError(
+            f"no such table file: {path}; give a CSV, JSONL or Parquet table of your runs (one "
+            "row per run, or the results.jsonl that `l2l eval` or `python -m evaluation --out` "
+            "writes); the papers' tables come from `python -m analysis.reproduce NAME --data DIR`")
+    if Path(path).suffix.lower() not in (".jsonl", ".json", ".parquet"):
+        _check_header(path)
     suffix = Path(path).suffix.lower()
     kind = {".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}.get(suffix, "CSV")
     if is_results_file(path):  # its own reader: a torn last line is left out, not an error
@@ -171,6 +176,22 @@ def _read_table(path: str, where: dict[str, str]) -> pd.DataFrame:
             )
         frame = kept
     return frame
+
+
+def _check_header(path: str) -> None:
+    """A CSV header naming a column twice (pandas would read the second as ``name.1``, and the
+    fit would silently use the first) is refused, naming it."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # pandas says what is wrong with the file
+    twice = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
+    if twice:
+        raise ValueError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once "
+                         "in the header; rename or remove the duplicates")
 
 
 def _matches(column: pd.Series, value: str) -> pd.Series:
@@ -372,6 +393,9 @@ def cmd_predict(args) -> int:
             if set(point) != set(names):
                 raise ValueError(f"--at needs exactly {', '.join(names)}; got {', '.join(point)}")
         inputs = {name: np.array([p[name] for p in points]) for name in names}
+    for note in _extrapolation_notes(law, inputs) + [f"the law's fit: {w}" for w in law.warnings
+                                                     if "exactly determined" in w]:
+        print(f"note: {note}", file=sys.stderr)
     table = pd.DataFrame(inputs)
     table["prediction"] = law.predict(**inputs)
     if law.samples is not None or law.covariance:
@@ -384,6 +408,33 @@ def cmd_predict(args) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
+
+
+FAR = 10.0  # beyond this factor (or a loss range beyond its own span), the data say little
+
+
+def _extrapolation_notes(law, inputs: dict) -> list[str]:
+    """Inputs far outside the range the law was fitted on (``metadata["input_ranges"]``, which
+    laws fitted before it was recorded lack), in words."""
+    ranges = law.metadata.get("input_ranges") or {}
+    notes = []
+    for name, values in inputs.items():
+        if name not in ranges:
+            continue
+        lo, hi = (float(v) for v in ranges[name])
+        values = np.asarray(values, float)
+        if name == "L":  # a loss: further below the data than the data span
+            far = values < lo - (hi - lo)
+            what = f"below the smallest {name} the law was fitted on ({lo:.4g}) by more than its span"
+        else:
+            far = (values > hi * FAR) | (values < lo / FAR)
+            factor = float(np.max(np.maximum(values / hi, lo / values)))
+            what = (f"up to {factor:.3g} x beyond the {name} the law was fitted on "
+                    f"({lo:.3g} to {hi:.3g})")
+        if far.any():
+            notes.append(f"{int(far.sum())} point(s) with {name} {what}: far outside its data, "
+                         "the prediction rests on the form alone")
+    return notes
 
 
 def _level(text: str) -> float:

@@ -456,7 +456,10 @@ def _finish(
                 covariance=tuple(tuple(float(v) for v in row) for row in covariance),
                 warnings=tuple(notes),
                 residuals=r[b].copy(),
-                metadata=dict(metadata[b]),
+                metadata={**metadata[b], "input_ranges": {
+                    k: [float(np.min(problem.x[k][b] if problem.stacked else problem.x[k])),
+                        float(np.max(problem.x[k][b] if problem.stacked else problem.x[k]))]
+                    for k in spec.inputs}},
             )
         )
     return laws

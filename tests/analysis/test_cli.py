@@ -454,3 +454,36 @@ def test_cli_plot_extrapolates_by_default(runs_csv, tmp_path, monkeypatch):
     assert plots.default_extrapolation(law, {"L": loss}) == pytest.approx(1.0 - 0.3)
     compute = Law(form="compute", params=dict(A=60.0, E=1.7, alpha=0.09))
     assert plots.default_extrapolation(compute, {"C": [1e18, 3e19]}) == pytest.approx(3e20)
+
+
+def test_a_missing_table_says_what_a_table_is(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", str(tmp_path / "runs.csv"), "--form", "compute", "--target", "y"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "no such table file" in err and "one row per run" in err and "results.jsonl" in err
+
+
+def test_a_column_named_twice_is_refused(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    path.write_text("C,loss,loss\n1e17,3.0,2.9\n1e18,2.8,2.7\n1e19,2.6,2.5\n1e20,2.5,2.4\n")
+    with pytest.raises(SystemExit):
+        main(["fit", str(path), "--form", "compute", "--target", "loss"])
+    assert "column(s) 'loss' appear more than once" in capsys.readouterr().err
+
+
+def test_predicting_far_outside_the_data_and_an_exact_fit_are_noted(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    C = np.array([1e17, 1e18, 1e19])
+    pd.DataFrame({"C": C, "loss": 1.8 + 30 * C**-0.07}).to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fit's own FitWarning: exactly determined
+        assert main(["fit", str(path), "--form", "compute", "--target", "loss", "--out",
+                     str(tmp_path / "law")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "law"), "--at", "C=1e25"]) == 0
+    err = capsys.readouterr().err
+    assert "1 point(s) with C up to 1e+06 x beyond the C the law was fitted on" in err
+    assert "exactly determined: 3 points for 3 free parameters" in err
+    assert main(["predict", str(tmp_path / "law"), "--at", "C=5e18"]) == 0
+    assert "far outside its data" not in capsys.readouterr().err
