@@ -4,6 +4,8 @@ size and hash, by the release's manifest) is never sent again."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 from pathlib import Path
 
@@ -16,6 +18,39 @@ LOGIN_HELP = (
     "log in with `hf auth login` (or `huggingface-cli login`), set the HF_TOKEN environment "
     "variable, or pass token=...; the token needs write access to the repository"
 )
+
+
+HUB_TIMEOUT_S = float(os.environ.get("L2L_HUB_TIMEOUT", "60"))
+"""Seconds the push waits to connect to the Hub, or for each of its answers, before it stops with
+one line (huggingface_hub's client waits forever by default)."""
+
+
+class HubUnreachable(RuntimeError):
+    """The Hub refused the connection, or did not answer in time."""
+
+
+@contextlib.contextmanager
+def hub_timeouts(endpoint: str | None):
+    """huggingface_hub's shared HTTP client with ``HUB_TIMEOUT_S`` for the length of a push, and
+    its transport errors (refused, reset, timed out) as one ``HubUnreachable`` line. The client
+    is huggingface_hub's (httpx, or httpx2 from its 2.x releases): its own module gives the
+    timeout and the errors."""
+    from huggingface_hub import constants, get_session
+
+    session = get_session()
+    client = importlib.import_module(type(session).__module__.split(".")[0])
+    previous = session.timeout
+    session.timeout = client.Timeout(HUB_TIMEOUT_S)
+    try:
+        yield
+    except client.TransportError as error:
+        where = endpoint or constants.ENDPOINT
+        raise HubUnreachable(
+            f"cannot reach the Hub at {where} ({type(error).__name__}: {error or 'no answer'} "
+            f"within {HUB_TIMEOUT_S:g} s); check the network, HF_ENDPOINT or a proxy, then run "
+            "the same command again: what was committed stays, the rest is uploaded") from None
+    finally:
+        session.timeout = previous
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -86,11 +121,8 @@ def push_release(
     repo_id = check_repo_id(repo_id)
     study = check_study(study_dir)
     token = resolve_token(token)
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
     from huggingface_hub import constants as hub_constants
-    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
-    from huggingface_hub.hf_api import RepoFile
-    from tqdm.auto import tqdm
 
     if hub_constants.HF_HUB_OFFLINE:
         raise ValueError("HF_HUB_OFFLINE is set: cannot push; unset it, or write the folder "
@@ -100,9 +132,19 @@ def push_release(
     if not release_is_current(study, folder, repo_id):
         build_release(study, folder, repo_id=repo_id, progress=progress)
     manifest = read_manifest(folder)
-    files: dict[str, dict] = manifest["files"]
+    with hub_timeouts(endpoint):
+        return _push(HfApi(endpoint=endpoint, token=token), repo_id, folder, manifest, private,
+                     revision, progress)
 
-    api = HfApi(endpoint=endpoint, token=token)
+
+def _push(api, repo_id: str, folder: Path, manifest: dict, private: bool, revision: str | None,
+          progress: bool) -> dict:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+    from tqdm.auto import tqdm
+
+    files: dict[str, dict] = manifest["files"]
     url = str(api.create_repo(repo_id, private=private, exist_ok=True))
     try:
         head = api.repo_info(repo_id, revision=revision).sha

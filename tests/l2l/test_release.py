@@ -600,3 +600,53 @@ def _load_without_the_package(loads: list[dict], tmp_path: Path, extra_env: dict
         [sys.executable, "-I", str(script), json.dumps(loads)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def test_a_hub_that_never_answers_or_refuses_is_one_line_not_a_hang(study, monkeypatch, capsys):
+    """A server that accepts the connection and never answers: the push stops within its
+    timeout; a closed port: one line, not a transport traceback."""
+    import socket
+    import threading
+    import time
+
+    from l2l.release import push
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept_and_ignore():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_ignore, daemon=True)
+    thread.start()
+    monkeypatch.setattr(push, "HUB_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    try:
+        silent = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.setattr(constants, "ENDPOINT", silent)
+        start = time.monotonic()
+        assert main([str(study), "--repo-id", REPO]) == 2
+        assert time.monotonic() - start < 60
+        err = capsys.readouterr().err
+        assert f"error: cannot reach the Hub at {silent}" in err and "Traceback" not in err
+        assert "run the same command again" in err
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert main([str(study), "--repo-id", REPO]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot reach the Hub at http://127.0.0.1:9 (ConnectError" in err
+    assert TOKEN not in err
