@@ -14,8 +14,6 @@ Architecture only: no optimizer, data or training code. This file is copied besi
 ``trust_remote_code`` loading, so it imports this package only relatively (``.configuration_l2l``).
 """
 
-from __future__ import annotations
-
 import math
 import os
 from collections.abc import Callable
@@ -306,14 +304,19 @@ class L2LPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' loader, made strict: safetensors only, and every parameter loaded.
+        """transformers' loader, with two refusals: pickled weights, and weights of another model.
 
         - Weights load from ``model.safetensors`` (or its sharded index) only; a folder or repo
           holding only a pickled ``pytorch_model.bin`` is refused, since unpickling can run code.
-        - A parameter of the model missing from the checkpoint (a config with more layers than the
-          weights, a head missing) is an error rather than a random initialisation reported in a
-          log line; so are checkpoint tensors the model has no place for (fewer layers in the
-          config than in the weights), except the head when loading the headless ``L2LModel``.
+        - As in transformers, a base checkpoint loads into a head model through
+          ``base_model_prefix`` (the head is initialised) and a head checkpoint into the base model
+          (the head's tensors are left out); transformers logs its load report as a warning and
+          ``output_loading_info=True`` returns it. Tensors of different shapes are an error unless
+          ``ignore_mismatched_sizes=True`` (transformers' rule).
+        - The decoder itself must load whole: a config whose blocks the checkpoint lacks (more
+          layers than the weights), a checkpoint with blocks the config has no place for (fewer),
+          or one of which no tensor is a parameter of the model, is a ``ValueError``, not a model
+          with random blocks and a line in a log.
         """
         if kwargs.get("use_safetensors") is False or kwargs.get("gguf_file"):
             raise ValueError(
@@ -346,26 +349,43 @@ class L2LPreTrainedModel(PreTrainedModel):
                 "it is loaded. Where you trust the file, load it with torch and save it again with "
                 "save_pretrained, which writes safetensors."
             ) from error
-        missing = sorted(info["missing_keys"])
-        unexpected = sorted(
-            key
-            for key in info["unexpected_keys"]
-            if model.get_output_embeddings() is not None or not key.startswith("lm_head.")
-        )
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} parameter(s) of the model are not in the checkpoint "
-                             f"({_first(missing)})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} tensor(s) of the checkpoint have no place in the "
-                             f"model ({_first(unexpected)})")
-            raise ValueError(
-                f"{cls.__name__}.from_pretrained({path}): the config does not match the weights: "
-                f"{'; '.join(parts)}. Check config.json (num_hidden_layers={model.config.num_hidden_layers}, "
-                f"hidden_size={model.config.hidden_size}) against the checkpoint."
-            )
+        model._check_decoder_loaded_whole(path, info)
         return (model, info) if return_info else model
+
+    def _check_decoder_loaded_whole(self, path, info: dict) -> None:
+        """Raise unless every tensor of the decoder (the base model) came from the checkpoint
+        and the checkpoint holds no decoder tensor the model lacks; the head may differ."""
+        decoder_modules = {name for name, _ in self.base_model.named_children()}
+        prefix = f"{self.base_model_prefix}."
+
+        def in_decoder(key: str) -> bool:
+            return key.removeprefix(prefix).split(".", 1)[0] in decoder_modules
+
+        missing = sorted(key for key in info["missing_keys"] if in_decoder(key))
+        unexpected = sorted(key for key in info["unexpected_keys"] if in_decoder(key))
+        if not missing and not unexpected:
+            return
+        where = f"{type(self).__name__}.from_pretrained({path})"
+        parameters = [name for name, _ in self.named_parameters()]
+        if set(parameters) <= set(info["missing_keys"]):
+            found = sorted(info["unexpected_keys"])
+            raise ValueError(
+                f"{where}: none of the checkpoint's tensors is a parameter of this model (it "
+                f"holds {_first(found) if found else 'no tensor'}): is it an L2L checkpoint? An "
+                "OLMo-fork run folder converts with `l2l convert` (modeling_l2l.convert_olmo)."
+            )
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} parameter(s) of the model are not in the checkpoint "
+                         f"({_first(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensor(s) of the checkpoint have no place in the "
+                         f"model ({_first(unexpected)})")
+        raise ValueError(
+            f"{where}: the config does not match the weights: {'; '.join(parts)}. Check "
+            f"config.json (num_hidden_layers={self.config.num_hidden_layers}, "
+            f"hidden_size={self.config.hidden_size}) against the checkpoint."
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes auto_map only for the config and the saved class; a user without this

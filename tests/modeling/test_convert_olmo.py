@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from modeling_l2l import L2LForCausalLM, convert_olmo_checkpoint
@@ -22,23 +23,64 @@ from tests.modeling.olmo_checkpoint import (
 )
 
 
+def assert_converted(dst, config: dict, tensors: dict) -> None:
+    """``dst`` is the conversion of an OLMo checkpoint: its config.json states the architecture of
+    ``config``, every tensor of the checkpoint is in model.safetensors under transformers' name,
+    bit for bit, and the loaded model's logits are the independent forward's."""
+    saved = json.loads((dst / "config.json").read_text())
+    d, layers = config["d_model"], config["n_layers"]
+    expected = {
+        "model_type": "l2l", "architectures": ["L2LForCausalLM"], "hidden_size": d,
+        "num_hidden_layers": layers, "num_attention_heads": config["n_heads"],
+        "head_dim": d // config["n_heads"], "intermediate_size": config["mlp_ratio"] * d,
+        "vocab_size": config["vocab_size"], "max_position_embeddings": config["max_sequence_length"],
+        "rope_theta": float(config["rope_theta"]), "layer_norm_eps": config["layer_norm_eps"],
+        "hidden_act": "gelu", "tie_word_embeddings": False,
+        "eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"],
+    }
+    assert {key: saved.get(key) for key in expected} == expected
+    assert set(saved["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+
+    renamed = {"model.embed_tokens.weight": "transformer.wte.weight",
+               "model.norm.weight": "transformer.ln_f.weight",
+               "lm_head.weight": "transformer.ff_out_last.weight"}
+    for i in range(layers):
+        ours, theirs = f"model.layers.{i}.", f"transformer.blocks.{i}."
+        renamed.update({
+            ours + "input_layernorm.weight": theirs + "attn_norm.weight",
+            ours + "self_attn.q_norm.weight": theirs + "q_norm.weight",
+            ours + "self_attn.k_norm.weight": theirs + "k_norm.weight",
+            ours + "self_attn.o_proj.weight": theirs + "attn_out.weight",
+            ours + "post_attention_layernorm.weight": theirs + "ff_norm.weight",
+            ours + "mlp.up_proj.weight": theirs + "ff_proj.weight",
+            ours + "mlp.down_proj.weight": theirs + "ff_out.weight",
+        })
+    weights = load_file(dst / "model.safetensors")
+    expected_weights = {ours: tensors[theirs] for ours, theirs in renamed.items()}
+    for i in range(layers):  # the fused q | k | v rows, split
+        fused = tensors[f"transformer.blocks.{i}.att_proj.weight"]
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            expected_weights[f"model.layers.{i}.self_attn.{name}.weight"] = fused[j * d:(j + 1) * d]
+    assert set(weights) == set(expected_weights)
+    for name, tensor in expected_weights.items():
+        assert torch.equal(weights[name], tensor), name
+
+    model = AutoModelForCausalLM.from_pretrained(dst).eval()
+    assert isinstance(model, L2LForCausalLM)
+    context = config["max_sequence_length"]
+    ids = torch.randint(0, config["vocab_size"], (2, context),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(ids).logits
+    torch.testing.assert_close(logits.double(), reference_forward(tensors, config, ids),
+                               rtol=1e-5, atol=2e-5)
+
+
 def test_converted_logits_match_independent_forward(tmp_path):
     config = olmo_model_config(d_model=128, n_heads=2, n_layers=3)
     tensors = random_olmo_tensors(config, seed=1)
     src = write_olmo_checkpoint(tmp_path / "olmo", config, tensors)
-    dst = convert_olmo_checkpoint(src, tmp_path / "hf")
-    model = AutoModelForCausalLM.from_pretrained(dst).eval()
-    assert isinstance(model, L2LForCausalLM)
-    assert model.config.max_position_embeddings == 32 and model.config.eos_token_id == 2
-    ids = torch.randint(0, 96, (2, 32), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        logits = model(ids).logits
-    expected = reference_forward(tensors, config, ids)
-    torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=2e-5)
-    # the head and the split projections are copies of the checkpoint's tensors, bit for bit
-    assert torch.equal(model.lm_head.weight, tensors["transformer.ff_out_last.weight"])
-    att_proj = tensors["transformer.blocks.2.att_proj.weight"]
-    assert torch.equal(model.model.layers[2].self_attn.v_proj.weight, att_proj[256:])
+    assert_converted(convert_olmo_checkpoint(src, tmp_path / "hf"), config, tensors)
 
 
 def test_command_line(tmp_path, capsys):
@@ -133,10 +175,15 @@ def test_missing_or_corrupt_files(tmp_path):
 
 
 def test_full_train_config_is_accepted(tmp_path):
-    # a run folder may hold the whole OLMo TrainConfig, with the model under "model"
-    config = {"run_name": "x", "model": olmo_model_config()}
-    src = write_olmo_checkpoint(tmp_path / "olmo", config, random_olmo_tensors(olmo_model_config()))
-    assert (convert_olmo_checkpoint(src, tmp_path / "hf") / "config.json").is_file()
+    """A run folder may hold the whole OLMo TrainConfig, with the model under "model"; its fields
+    (here not the defaults) are the ones converted. The test only checked that config.json was
+    written."""
+    model_config = olmo_model_config(n_layers=3, context=48, rope_theta=500000,
+                                     layer_norm_eps=1e-6, eos_token_id=1, pad_token_id=3)
+    tensors = random_olmo_tensors(model_config, seed=3)
+    config = {"run_name": "x", "seed": 6198, "model": model_config}
+    src = write_olmo_checkpoint(tmp_path / "olmo", config, tensors)
+    assert_converted(convert_olmo_checkpoint(src, tmp_path / "hf"), model_config, tensors)
 
 
 def _snapshot(folder):

@@ -7,18 +7,27 @@ import pytest
 import torch
 
 from modeling_l2l import L2LForCausalLM, peak_flops_for_device
-from tests.modeling.conftest import tiny_config
+from tests.modeling.conftest import (
+    assert_bf16_tracks_fp32,
+    future_tokens_visible,
+    padded_batch,
+    tiny_config,
+)
 
 pytestmark = pytest.mark.gpu
 
 
 def test_bfloat16_on_gpu_tracks_float32_on_cpu(tiny_model):
-    ids = torch.randint(0, 96, (2, 32))
+    """Within bf16's rounding as measured on CPU (conftest.BF16_*); the GPU's bf16 kernels
+    accumulate in fp32 as the CPU's do. A broken mask must fail the same check."""
+    ids, mask = padded_batch()
     with torch.no_grad():
-        reference = tiny_model(ids).logits
+        reference = tiny_model(ids, attention_mask=mask).logits
         gpu = tiny_model.to("cuda", torch.bfloat16)
-        logits = gpu(ids.cuda()).logits.float().cpu()
-    assert (logits - reference).abs().max() < 0.1 * reference.abs().max()
+        assert_bf16_tracks_fp32(gpu(ids.cuda(), attention_mask=mask.cuda()).logits, reference, mask)
+        with future_tokens_visible(), pytest.raises(AssertionError, match="bf16 logits differ"):
+            assert_bf16_tracks_fp32(
+                gpu(ids.cuda(), attention_mask=mask.cuda()).logits, reference, mask)
 
 
 def test_sdpa_and_eager_agree_in_bfloat16_on_gpu():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 
 import pytest
@@ -18,7 +19,12 @@ from modeling_l2l import (
     peak_flops_for_device,
 )
 from tests.conftest import shared_path
-from tests.modeling.conftest import tiny_config
+from tests.modeling.conftest import (
+    assert_bf16_tracks_fp32,
+    future_tokens_visible,
+    padded_batch,
+    tiny_config,
+)
 
 
 @pytest.mark.parametrize("n", PAPER_DEPTHS)
@@ -264,12 +270,29 @@ def test_rope_stays_fp32_after_casting_the_model():
     torch.testing.assert_close(sin[0, :, : head // 2].double(), angles.sin(), rtol=0, atol=1e-4)
 
 
-def test_bfloat16_forward_tracks_float32(tiny_model):
-    ids = torch.randint(0, 96, (2, 32))
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_bfloat16_forward_tracks_float32(attn_implementation):
+    torch.manual_seed(0)
+    model = L2LForCausalLM(tiny_config(attn_implementation=attn_implementation)).eval()
+    ids, mask = padded_batch()
     with torch.no_grad():
-        reference = tiny_model(ids).logits
-        low = tiny_model.to(torch.bfloat16)(ids).logits.float()
-    assert (low - reference).abs().max() < 0.1 * reference.abs().max()
+        reference = model(ids, attention_mask=mask).logits
+        low = model.to(torch.bfloat16)
+        assert_bf16_tracks_fp32(low(ids, attention_mask=mask).logits, reference, mask)
+        # the check fails on a broken mask: one future token visible, or the padding
+        with future_tokens_visible(), pytest.raises(AssertionError, match="bf16 logits differ"):
+            assert_bf16_tracks_fp32(low(ids, attention_mask=mask).logits, reference, mask)
+        with pytest.raises(AssertionError, match="bf16 logits differ"):
+            assert_bf16_tracks_fp32(low(ids).logits, reference, mask)
+
+
+def test_forward_annotations_are_evaluated():
+    """transformers reads the `kwargs: Unpack[TransformersKwargs]` annotation of forward to learn
+    which outputs a model can return; with string annotations (`from __future__ import
+    annotations`) its common tests took the model for one without output_attentions."""
+    for model_class in (L2LModel, L2LForCausalLM):
+        kwargs = inspect.signature(model_class.forward).parameters["kwargs"]
+        assert "output_attentions" in kwargs.annotation.__args__[0].__annotations__
 
 
 def test_no_split_modules_for_device_maps(tiny_model):
