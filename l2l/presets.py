@@ -15,17 +15,17 @@ from training.config import TrainingConfig
 from training.sweep import LADDER_MULTIPLIERS, PAPER_BUDGETS, PAPER_RATIO_RANGE, PAPER_SWEEP_DEPTHS
 
 
-def _offline_recipe(vocab_size: int) -> TrainingConfig:
-    """The recipe of the CPU studies: tiny-cpu's, with a 128-token context and 4 sequences per
-    step; peak learning rate 5e-3 at width 64 (scaled by 1/sqrt(width / 64)), warmup 10%, cosine
-    to 10%. Runs of a minute or two: a checkpoint every 500 steps (every 50 cost more than the
-    steps themselves), no trackers, no progress bar (the launcher draws one)."""
+def _offline_recipe(vocab_size: int, batch: int) -> TrainingConfig:
+    """The recipe of the CPU studies: tiny-cpu's, with a 128-token context; peak learning rate
+    5e-3 at width 64 (scaled by 1/sqrt(width / 64)), warmup 10%, cosine to 10%. Runs of a minute
+    or two: a checkpoint every 500 steps (every 50 cost more than the steps themselves), no
+    trackers, no progress bar (the launcher draws one)."""
     recipe = TrainingConfig.tiny_cpu()
     recipe.model.vocab_size = vocab_size
     recipe.data.seq_len = 128
     recipe.data.val_sequences = 64
-    recipe.batch.global_batch_size = 4
-    recipe.batch.micro_batch_size = 4
+    recipe.batch.global_batch_size = batch
+    recipe.batch.micro_batch_size = batch
     recipe.optim.lr = 5e-3
     recipe.schedule.warmup_fraction = 0.1
     recipe.schedule.final_lr_fraction = 0.1
@@ -64,14 +64,16 @@ def _presets() -> dict[str, StudySpec]:
         StudySpec(
             name="tiny",
             description="code (the standard library's sources) against English prose (its "
-            "docstrings, comments and help topics): 4 shapes x 3 budgets per corpus, and a "
-            "width-192 two-layer run at 6e12 FLOPs that the fits never see; about 10 minutes "
-            "on 2 CPU cores, offline",
+            "docstrings, comments and help topics): 4 shapes at 5 budgets (an iso-FLOP grid "
+            "over 1.2 decades, D/N 0.06 to 20) per corpus, and a two-layer width-128 run at 3x "
+            "the largest budget that the fits never see; about 10 minutes on 2 CPU cores, offline",
             corpora=dict(_OFFLINE_CORPORA),
-            tokenizer="bpe:2048",
-            grid=Grid(shapes=list(_TINY_SHAPES), budgets=[2e11, 6.3e11, 2e12]),
-            targets=[Target(Shape(192, 2), flop_budget=6e12)],
-            recipe=_offline_recipe(2048),
+            # A small vocabulary: the embeddings are most of a tiny model's parameters, and with
+            # fewer of them the runs reach the tokens per parameter the papers fit.
+            tokenizer="bpe:512",
+            grid=Grid(shapes=list(_TINY_SHAPES), budgets=[1e11, 2e11, 4e11, 8e11, 1.6e12]),
+            targets=[Target(Shape(128, 2), flop_budget=4.8e12)],
+            recipe=_offline_recipe(512, batch=16),
             scaling="inverse-sqrt-width",
         ),
         StudySpec(
@@ -83,7 +85,7 @@ def _presets() -> dict[str, StudySpec]:
             tokenizer_sample_bytes=400_000,
             grid=Grid(shapes=[Shape(64, 1), Shape(64, 2), Shape(128, 1)], budgets=[5e10, 1e11]),
             targets=[Target(Shape(128, 2), flop_budget=2e11)],
-            recipe=_offline_recipe(2048),
+            recipe=_offline_recipe(2048, batch=4),
             scaling="inverse-sqrt-width",
             evaluation=Evaluation(tasks=["arc_easy"], task_limit=20, loss_tokens=16 * 128),
             prediction=Prediction(bootstrap=20),

@@ -134,14 +134,14 @@ def test_corpus_flag_replaces_the_corpora_and_bad_sources_are_named(tmp_path, ca
 def test_tiny_plan_is_the_grid_and_one_target_per_corpus():
     runs, targets = plan_runs(get_preset("tiny"))
     spec = PRESETS["tiny"]
-    assert len(runs) == 2 * (4 * 3 + 1) and len(targets) == 2
+    assert len(runs) == 2 * (4 * 5 + 1) and len(targets) == 2
     tokens_per_step = spec.recipe.batch.global_batch_size * spec.recipe.data.seq_len
     for run in runs:
         assert run.N == param_count(run.d_model, run.n_layers, spec.vocab_size)
         assert run.D == run.steps * tokens_per_step  # the tokens trained, whole steps
         assert abs(6 * run.N * run.D - run.C) / run.C < 0.05
     target_runs = [r for r in runs if r.run in targets]
-    assert {(r.d_model, r.n_layers, r.C) for r in target_runs} == {(192, 2, 6e12)}
+    assert {(r.d_model, r.n_layers, r.C) for r in target_runs} == {(128, 2, 4.8e12)}
 
 
 def test_a_plan_trains_the_study_tokenizer_on_every_corpus(tmp_path):
