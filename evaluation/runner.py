@@ -8,7 +8,9 @@ be loaded, or a task whose data is missing, is reported and skipped, and the swe
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import logging
 import math
 import traceback
@@ -328,19 +330,44 @@ def evaluate_study(study_dir: str | Path, cfg: EvalConfig, table: ResultsTable) 
                        ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))  # fmt: skip
     failures: list[Failure] = []
     folders: dict[str, Path] = {}  # run name -> the folder that has it
-    for run_dir in tqdm(runs, desc="runs", disable=not cfg.progress):
-        try:
-            # Rows are keyed by run name: a second folder with the same name (a copied
-            # final.json) would have its metrics taken as done and never be evaluated.
-            name = run_info(str(run_dir)).run
-            if name in folders:
-                raise ModelLoadError(
-                    f"its run name {name!r} is also that of {folders[name]}; rows are keyed by "
-                    f"run name (final.json's 'run'), so it is not evaluated"
-                )
-            folders[name] = run_dir
-            failures += evaluate_model(str(run_dir), cfg, table)
-        except ModelLoadError as err:
-            failures.append(Failure(run_dir.name, "load", str(err)))
-            logger.error("%s: %s", run_dir.name, err)
+    # One bar for the study: a bar per metric of every run, and transformers' own bar for
+    # every model it loads, would scroll the study's progress away.
+    quiet = dataclasses.replace(cfg, progress=False)
+    with _without_loading_bars():
+        for run_dir in tqdm(runs, desc="runs", disable=not cfg.progress):
+            failures += _evaluate_run(run_dir, quiet, table, folders)
+    return failures
+
+
+@contextlib.contextmanager
+def _without_loading_bars():
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
+def _evaluate_run(run_dir: Path, cfg: EvalConfig, table: ResultsTable,
+                  folders: dict[str, Path]) -> list[Failure]:
+    """One finished run of a study, its failures returned (a broken run never stops the rest)."""
+    failures: list[Failure] = []
+    try:
+        # Rows are keyed by run name: a second folder with the same name (a copied
+        # final.json) would have its metrics taken as done and never be evaluated.
+        name = run_info(str(run_dir)).run
+        if name in folders:
+            raise ModelLoadError(
+                f"its run name {name!r} is also that of {folders[name]}; rows are keyed by "
+                f"run name (final.json's 'run'), so it is not evaluated"
+            )
+        folders[name] = run_dir
+        failures += evaluate_model(str(run_dir), cfg, table)
+    except ModelLoadError as err:
+        failures.append(Failure(run_dir.name, "load", str(err)))
+        logger.error("%s: %s", run_dir.name, err)
     return failures

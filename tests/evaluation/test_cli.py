@@ -513,3 +513,16 @@ def test_ctrl_c_mid_sweep_is_one_line_and_resumes(study, tmp_path, task_dir, mon
     monkeypatch.undo()
     assert main(sweep_args(study, out, task_dir, corpus)) == 0
     assert len(ResultsTable(out).rows) > kept
+
+
+def test_a_study_shows_one_bar_not_one_per_model_and_metric(study, tmp_path, task_dir, capsys):
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    args = [a for a in sweep_args(study, tmp_path / "results.jsonl", task_dir, corpus)
+            if a != "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "runs:" in err
+    assert "Loading weights" not in err and "arc_easy" not in err
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()  # put back as it was
