@@ -271,9 +271,9 @@ def gap_figure(table: pd.DataFrame, metrics: Sequence[str], method: str, title: 
     from matplotlib.figure import Figure
 
     metrics = list(metrics)
-    columns = min(4, len(metrics))
+    columns = min(2, len(metrics))
     rows = int(np.ceil(len(metrics) / columns))
-    fig = Figure(figsize=(4.6 * columns, 0.32 * 16 * rows + 0.8))
+    fig = Figure(figsize=(7.5 * columns, 4.2 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         frame = table[(table["metric"] == metric) & (table["method"] == method)]
@@ -289,12 +289,13 @@ def gap_figure(table: pd.DataFrame, metrics: Sequence[str], method: str, title: 
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, [f"{a} vs {b}  p={p:.2f}" for a, b, p in
                           zip(frame["data_a"], frame["data_b"], frame["p_a_better"], strict=True)],
-                      fontsize=6)  # fmt: skip
+                      fontsize=7)  # fmt: skip
         ax.invert_yaxis()
         ax.set_title(metric.removeprefix("eval/"), fontsize=8)
         ax.set_xlabel("predicted gap, % (a / b - 1; < 0: a better)", fontsize=7)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle(title or f"predicted gaps ({method}), with intervals", fontsize=10)
-    fig.subplots_adjust(left=0.16, right=0.98, top=0.94, bottom=0.06, wspace=0.9, hspace=0.35)
+    fig.subplots_adjust(left=0.2, right=0.98, top=1 - 0.5 / fig.get_figheight(),
+                        bottom=0.45 / fig.get_figheight(), wspace=0.75, hspace=0.4)  # fmt: skip
     return fig
