@@ -18,6 +18,8 @@ and every pair of corpora, one row per method (``analysis.decide.DECISION_COLUMN
 - ``ratio_trend``: the law of the pair's log-ratio, extrapolated directly: log(y_a / y_b) =
   c0 + c1 log C + c2 log M + c3 (log M)^2 by least squares on every paired run, calibrated the
   same way. A corpus behind at small scale and gaining with compute crosses where the line does.
+- ``blend``: the geometric mean of the two ratios above (the level of the largest budget, half
+  the trend), calibrated the same way.
 - ``law_kaplan``, ``law_chinchilla``: each corpus' own law of the metric over (N, D), calibrated
   on its nested backtests (``calibrate.calibrated_prediction``); the pair's probability from
   the two calibrated predictions with the correlation of their standardised nested errors at
@@ -27,6 +29,13 @@ and every pair of corpora, one row per method (``analysis.decide.DECISION_COLUMN
   the grid's own largest budget from the runs up to each of the two budgets below it (its
   nested decisions: made on the fitting data only, never on the targets). Where the selected
   method cannot decide a pair (a law that cannot be fitted), the next best by that score does.
+
+Each candidate's probability is Phi(-mean / (scale * spread)) for its normal distribution of
+log(y_a / y_b), where ``scale`` >= 1 is the factor that gives its nested decisions the smallest
+Brier score (``select_method``; the ``spread_scale`` column of the selection): an error model
+fitted on a few nested cuts can be too sure, which only decisions show. The table keeps each
+row's distribution (``mean_log_ratio``, ``spread_log_ratio``, after the scale) beside
+``DECISION_COLUMNS``.
 
 ``predicted_a``, ``predicted_b`` of the methods that model the ratio (``single_scale_calibrated``,
 ``ratio_trend``) are the levels of the per-corpus laws (their geometric mean, the first of

@@ -254,6 +254,20 @@ def test_backtest_helpers_attach_what_the_targets_measured():
     assert scores.loc["selected", "accuracy"] >= 0.8
 
 
+def test_a_grid_too_small_for_nested_decisions_still_decides():
+    """Three budgets (a tiny study's grid): no nested decision to choose by, so every score is
+    NaN, no spread is widened and the first candidate is selected; every method still decides."""
+    runs = synthetic_runs()
+    runs = runs[runs["C"].isin(sorted(runs["C"].unique())[:3])]
+    target = pd.DataFrame({"N": [1e9], "D": [1e19 / 6e9], "C": [1e19]})
+    decisions = decide(runs, ["loss"], target)
+    assert decisions.chosen == CANDIDATES[0]
+    assert decisions.selection["brier"].isna().all()
+    assert (decisions.selection["spread_scale"] == 1.0).all()
+    table = decisions.table
+    assert table.loc[table["method"] == "selected", "p_a_better"].notna().all()
+
+
 def test_bad_input_is_one_clear_error():
     runs = synthetic_runs()
     target = pd.DataFrame({"N": [1e9], "D": [1e10], "C": [6e19]})
