@@ -285,11 +285,12 @@ def select_predictor(
 
 
 def correlation_of_sources(errors: dict[str, pd.DataFrame], models: dict[str, ExtrapolationError],
-                           key: list[str]) -> pd.DataFrame:
+                           key: list[str], undetermined: float = 1.0) -> pd.DataFrame:
     """Correlation of the standardised nested errors of several sources predicting the same
     targets (rows matched on ``key``): what the sources' errors share, which a combination of
-    them does not average away. Pairs of sources with fewer than 3 shared errors count as fully
-    correlated (the cautious choice: nothing is gained by combining them)."""
+    them does not average away. Pairs of sources with fewer than 3 shared errors count as
+    ``undetermined``: by default fully correlated (the cautious choice for a combination:
+    nothing is gained by combining them; for a difference the cautious choice is 0)."""
     columns = {}
     for source, frame in errors.items():
         model = models[source]
@@ -297,7 +298,7 @@ def correlation_of_sources(errors: dict[str, pd.DataFrame], models: dict[str, Ex
         columns[source] = pd.Series(z.to_numpy(), index=pd.MultiIndex.from_frame(frame[key]))
     table = pd.DataFrame(columns)
     correlation = table.corr(min_periods=3)
-    return correlation.fillna(1.0)
+    return correlation.fillna(undetermined)
 
 
 def combine_sources(

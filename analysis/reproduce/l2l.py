@@ -68,6 +68,25 @@ released sweep (KempnerInstitute/loss-to-loss-notebooks ``data/sweep.csv``).
    file, wrong columns, unknown corpus, NaN or non-positive ``val_loss``, a corpus given twice,
    every corpus given) stops the run with a one-line error before any fit.
 
+7. ``decisions_1e21.csv`` (columns ``metric, data_a, data_b, method, p_a_better``): for every
+   ``eval/`` loss column of the sweep (34: the eight shared validation sets' cross-entropies,
+   the downstream tasks' test losses and context losses; comparable across training corpora,
+   unlike ``val_loss``) and each of the 15 pairs of corpora, P(the depth-40 model at 1e21 FLOPs
+   has the lower loss trained on data_a than trained on data_b), by ``single_scale`` (the
+   depth-matched runs at the largest budget: p 0 or 1), each calibrated method of
+   ``analysis.decide_methods`` and ``selected`` (``analysis.reproduce.l2l_decisions``).
+   ``decisions_1e21_details.csv`` adds the predicted losses, the predicted gap y_a / y_b - 1
+   with its 90% interval and the expected regret of choosing the favourite;
+   ``decisions_selection.csv`` the nested-backtest scores that chose the method;
+   ``decisions_1e21.png`` the selected method's gaps on the validation sets.
+
+8. ``--max-flops C`` (``python -m analysis.reproduce l2l --data DIR --out DIR --max-flops C``):
+   every fit of the reproduction (the scaling fits, their predictions, the loss-to-loss laws,
+   ``--given`` and the decisions) on the runs of at most C FLOPs only, so that any output can be
+   backtested from a smaller grid; the notebooks' parameters, fitted on every run, are then not
+   compared (``scaling_fits_check.csv`` lacks their columns). At least 5 budgets must remain.
+   Without it every output is as before, byte for byte.
+
 ``r_squared`` of the scaling fits is on the loss scale (as the notebooks'); of the loss-to-loss
 fits it is the R^2 of the log-log regression. A point with x <= E_x or y <= E_y has no logarithm;
 such points are left out and counted (``n_excluded`` in ``loss_to_loss_check.csv``). It happens only
@@ -88,6 +107,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.decide import gap_figure
+from analysis.reproduce.l2l_decisions import (
+    DECISION_DETAIL_COLUMNS,
+    DECISION_SELECTION_COLUMNS,
+    DECISIONS_COLUMNS,
+    MIN_BUDGETS,
+    decision_metrics,
+    decisions_at_1e21,
+    summary_lines,
+)
 from analysis.reproduce.l2l_methods import (
     GIVEN_COLUMNS,
     SELECTION_COLUMNS,
@@ -131,17 +160,39 @@ from analysis.testbeds import load_l2l, wide
 from analysis.testbeds.l2l import read_opt_params
 
 
+def restrict_budget(tidy: pd.DataFrame, max_flops: float) -> pd.DataFrame:
+    """The sweep's runs of at most ``max_flops`` FLOPs; ValueError (one line) if that leaves
+    fewer than the decisions' MIN_BUDGETS budgets."""
+    if not (np.isfinite(max_flops) and max_flops > 0):
+        raise ValueError(f"--max-flops must be a positive number of FLOPs, got {max_flops}")
+    budgets = np.sort(tidy["C"].unique())
+    kept = tidy[tidy["C"] <= max_flops]
+    n = kept["C"].nunique()
+    if n < MIN_BUDGETS:
+        raise ValueError(f"--max-flops {max_flops:.3g} keeps {n} of the sweep's budgets; the "
+                         f"calibrated fits and decisions need at least {MIN_BUDGETS} (--max-flops "
+                         f"{budgets[MIN_BUDGETS - 1]:.3g} or more)")  # fmt: skip
+    return kept
+
+
 def reproduce(
-    data: str | os.PathLike | None, out: Path, given: str | os.PathLike | pd.DataFrame | None = None
+    data: str | os.PathLike | None, out: Path, given: str | os.PathLike | pd.DataFrame | None = None,
+    max_flops: float | None = None,
 ) -> Reproduction:
     """The reproduction; with ``given`` (GIVEN.csv or its frame, checked first, before any fit)
-    also ``given_predictions.csv``."""
+    also ``given_predictions.csv``; with ``max_flops`` every fit on the runs of at most that
+    many FLOPs only (checked before any fit: the decisions need MIN_BUDGETS budgets)."""
     given = None if given is None else read_given(given)
     out = Path(out)
     result = Reproduction("l2l")
-    sweep = wide(load_l2l(data), sorted(set(LOSS_NAMES)))
+    tidy = load_l2l(data)
+    notebook_comparable = True
+    if max_flops is not None:
+        tidy = restrict_budget(tidy, max_flops)
+        notebook_comparable = False  # the notebooks fitted every run: not the same fits
+    sweep = wide(tidy, sorted(set(LOSS_NAMES)))
     try:
-        notebook = read_opt_params(data)
+        notebook = read_opt_params(data) if notebook_comparable else None
     except FileNotFoundError:
         notebook = None
     fits, laws = scaling_fits(sweep, notebook)
@@ -232,6 +283,20 @@ def reproduce(
     result.say(f"predicted val_loss of the depth-{LARGEST_DEPTH} run at C = {LARGEST_C:.0e} "
                f"(N = {paper_param_count(LARGEST_DEPTH):.4g}; not in the released sweep), "
                f"{LEVEL:.0%} prediction intervals:", *frame_lines(table.reset_index()))  # fmt: skip
+    metrics = decision_metrics(tidy)
+    decisions = decisions_at_1e21(wide(tidy, metrics), metrics)
+    decided = decisions.table
+    result.tables["decisions_1e21.csv"] = write_csv(decided, out, "decisions_1e21.csv",
+                                                    DECISIONS_COLUMNS)  # fmt: skip
+    result.tables["decisions_1e21_details.csv"] = write_csv(
+        decided, out, "decisions_1e21_details.csv", DECISION_DETAIL_COLUMNS)  # fmt: skip
+    result.tables["decisions_selection.csv"] = write_csv(
+        decisions.selection, out, "decisions_selection.csv", DECISION_SELECTION_COLUMNS)  # fmt: skip
+    validation = [m for m in metrics if m.endswith("_val/CrossEntropyLoss")]
+    result.figures.append(save_figure(gap_figure(
+        decided, validation, "selected", f"predicted gaps at C = {LARGEST_C:.0e}, depth 40 "
+        f"(selected method: {decisions.chosen}), {LEVEL:.0%} intervals"), out, "decisions_1e21.png"))  # fmt: skip
+    result.say(*summary_lines(decisions, metrics))
     if given is not None:
         predicted = given_predictions(sweep, given, E_val)
         result.tables["given_predictions.csv"] = write_csv(
