@@ -24,10 +24,13 @@ class RunLockedError(RuntimeError):
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``."""
+    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``, whose
+    message ends with ``then``: what the refused caller does once the holder is gone (the
+    trainer's ``--resume``; ``l2l study`` has none and is run again)."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, then: str = "resume with --resume"):
         self.path = Path(run_dir) / LOCK_NAME
+        self.then = then
         self._handle = None
 
     def acquire(self) -> RunLock:
@@ -40,7 +43,7 @@ class RunLock:
             handle.close()
             raise RunLockedError(
                 f"{self.path.parent} is being trained by another process ({holder}); wait for "
-                "it to finish or stop it, then resume with --resume"
+                f"it to finish or stop it, then {self.then}"
             ) from None
         handle.seek(0)
         handle.truncate()
