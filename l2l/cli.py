@@ -322,6 +322,10 @@ def _say_stage(stage: str, report) -> None:
     print(f"[{stage}] " + (", ".join(parts) or "nothing to do"), flush=True)
     if report.log:
         print(f"[{stage}]   each task's output: {report.log.format(index='<index>')}", flush=True)
+    for job, reason in report.stuck.items():
+        print(f"[{stage}]   slurm job {job} cannot start as submitted ({reason}), nor can what "
+              f"depends on it: `scancel {job}`, then submit again with other --sbatch-arg",
+              flush=True)
     for what, why in report.retried.items():
         again = "submitted again" if report.job_id else "would be submitted again"
         print(f"[{stage}]   {what}: {again}; its last task: {why}", flush=True)

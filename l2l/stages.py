@@ -30,6 +30,8 @@ class StageReport:
     """slurm: runs whose earlier task failed -> why; submitted again"""
     pending: dict[str, str] = field(default_factory=dict)
     """slurm: runs whose task waits in the queue -> the task"""
+    stuck: dict[str, str] = field(default_factory=dict)
+    """slurm: array jobs that cannot start as submitted -> squeue's reason"""
     running: dict[str, str] = field(default_factory=dict)
     """slurm: runs whose task is running -> the task"""
     job_id: str | None = None
@@ -126,6 +128,8 @@ def _in_flight(report: StageReport, states) -> None:
     for state in states:
         (report.pending if state.state == "PENDING" else report.running)[state.run] = state.task
         job = state.task.split("_")[0]
+        if state.never_starts:
+            report.stuck[job] = state.reason
         if job not in report.wait_for:
             report.wait_for.append(job)
 

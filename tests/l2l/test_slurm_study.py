@@ -136,7 +136,9 @@ def test_smoke_study_under_slurm_equals_the_local_study(slurm_cluster, smoke_stu
 @pytest.mark.slurm
 @pytest.mark.parametrize("sbatch_arg, refusal", [
     ("--partition=nope", "invalid partition specified: nope"),
-    ("--nodes=3", "Requested node configuration is not available"),  # the cluster has 2
+    ("--mem=999999999", "Memory specification can not be satisfied"),
+    # what a GPU preset meets on a cluster without GPUs
+    ("--gpus-per-node=8", "Invalid generic resource (gres) specification"),
 ])
 def test_a_job_slurm_refuses_is_one_line_and_records_nothing(slurm_cluster, tmp_path,
                                                              sbatch_arg, refusal):
@@ -167,3 +169,36 @@ def test_without_sbatch_the_slurm_launcher_is_one_line_and_writes_nothing(tmp_pa
     assert not (study / "configs").exists() and not (study / "slurm").exists()
     train = l2l("train", study, "--launcher", "slurm", cwd=tmp_path, env=env, check=False)
     assert train.returncode == 2 and "sbatch is not on PATH" in train.stderr
+
+
+@pytest.mark.slurm
+def test_an_array_that_can_never_start_is_named_and_a_rerun_replaces_it(slurm_cluster, tmp_path,
+                                                                        monkeypatch):
+    """sbatch accepts more CPUs per task than any node has (the cluster does not enforce the
+    partition's limits) and the array waits for ever, with the follow-up job behind it: ``l2l
+    train`` says so and what to do; once it is cancelled, the runs are submitted again."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    env = slurm_cluster.env(base_env())
+    study = tmp_path / "smoke"
+    l2l("plan", "--preset", "smoke", "--out", study, cwd=tmp_path, env=env)
+    first = l2l("train", study, "--launcher", "slurm", "--sbatch-arg=--cpus-per-task=64",
+                cwd=tmp_path, env=env)
+    job = re.search(r"\[train\] 14 submitted as slurm job (\d+)", first.stdout).group(1)
+    deadline = time.monotonic() + 60
+    while True:  # slurm gives its reason at its next scheduling pass
+        status = l2l("train", study, "--launcher", "slurm", "--dry-run", cwd=tmp_path, env=env)
+        if "cannot start" in status.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert f"[train] 14 queued in slurm job {job}" in status.stdout
+    assert (f"[train]   slurm job {job} cannot start as submitted (PartitionConfig), nor can "
+            f"what depends on it: `scancel {job}`, then submit again with other --sbatch-arg"
+            ) in status.stdout, status.stdout
+    subprocess.run(["scancel", job], env=env, check=True, timeout=30)
+    slurm_cluster.wait_jobs(job, timeout=60)
+    ended = l2l("train", study, "--follow-up", cwd=tmp_path, env=env, check=False)
+    assert "[train] 14 failed" in ended.stdout, ended.stdout
+    assert re.search(rf": CANCELLED \(PartitionConfig\) in slurm task {job}_\d+, which wrote no "
+                     "log", ended.stdout), ended.stdout
+    again = l2l("train", study, "--launcher", "slurm", "--dry-run", cwd=tmp_path, env=env)
+    assert "[train] 14 would be submitted as one slurm array (14 of them again)" in again.stdout

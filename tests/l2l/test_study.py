@@ -156,7 +156,10 @@ def test_a_second_study_process_on_the_folder_is_refused(tmp_path, capsys):
     plan_study("smoke", tmp_path / "s")
     with RunLock(tmp_path / "s"):
         assert main(["study", "--preset", "smoke", "--out", str(tmp_path / "s")]) == 2
-    assert "being trained by another process" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "being trained by another process" in err
+    # l2l study has no --resume: it is run again (the message told users to pass --resume)
+    assert "then run the same command again" in err and "--resume" not in err
 
 
 @pytest.mark.slow

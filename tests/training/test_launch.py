@@ -42,6 +42,27 @@ def test_local_launch_trains_every_run_in_sequence_then_skips_them(tmp_path, tok
     assert "2 finished, 0 to run" in again.stdout
 
 
+@pytest.mark.slow
+def test_local_pool_logs_each_run_and_names_a_failure_by_its_last_words(tmp_path, tokenizer_dir,
+                                                                        data_dir):
+    """--workers: the pool that `l2l train` uses (single-thread processes, STUDY/logs/<run>.log,
+    a failure's why its log's last words); one run fails, the other trains."""
+    from training.run_lock import RunLock
+    from training.study import is_finished
+
+    study = tmp_path / "study"
+    runs = plan_tiny_study(study, tokenizer_dir, data_dir)
+    (study / runs[0].run).mkdir()
+    with RunLock(study / runs[0].run):  # another trainer holds the first run
+        proc = run_subprocess([sys.executable, "-m", "training.launch", str(study), "--local",
+                               "--workers", "2"], check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert (f"{runs[0].run} failed: error: {study / runs[0].run} is being trained by another "
+            "process") in proc.stderr
+    assert is_finished(study, runs[1].run) and not is_finished(study, runs[0].run)
+    assert "finished" in (study / "logs" / f"{runs[1].run}.log").read_text()
+
+
 def test_slurm_array_submission_is_written(tmp_path, tokenizer_dir, data_dir, capsys):
     study = tmp_path / "study"
     runs = plan_tiny_study(study, tokenizer_dir, data_dir)

@@ -263,7 +263,9 @@ def _launch_slurm(args: argparse.Namespace, sbatch_args: list[str], accel: Path 
           f"{len(launched.finished)} finished, {len(launched.in_flight)} queued or running, "
           f"{len(launched.todo)} to run")
     for state in launched.in_flight.values():
-        print(f"  {state.run}: {state.state} in slurm task {state.task}")
+        print(f"  {state.run}: {state.where()}" + (
+            "; it cannot start as submitted: scancel its job and launch again with other "
+            "--sbatch-args" if state.never_starts else ""))
     for run, why in launched.retried.items():
         print(f"  {run}: {why}; submitting it again")
     if launched.command:

@@ -41,6 +41,12 @@ IN_FLIGHT = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUE
                        "STAGE_OUT", "STOPPED"})
 GONE = "GONE"
 """The state of a task that neither squeue nor sacct knows any more."""
+# squeue's reasons for a pending job that will not start as it was submitted: sbatch accepts a
+# job beyond the partition's limits (more nodes or CPUs than it has, unless the cluster sets
+# EnforcePartLimits), and it waits for ever, with everything that depends on it.
+NEVER_STARTS = frozenset({"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit",
+                          "BadConstraints", "DependencyNeverSatisfied", "InvalidAccount",
+                          "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed"})
 
 
 class SlurmError(RuntimeError):
@@ -80,6 +86,16 @@ class TaskState:
     def in_flight(self) -> bool:
         return self.state in IN_FLIGHT
 
+    @property
+    def never_starts(self) -> bool:
+        """Queued for a reason that waiting does not remove (see NEVER_STARTS)."""
+        return self.state == "PENDING" and self.reason in NEVER_STARTS
+
+    def where(self) -> str:
+        """A queued or running task, in words: ``PENDING (Resources) in slurm task 12_3``."""
+        reason = f" ({self.reason})" if self.reason and self.reason != "None" else ""
+        return f"{self.state}{reason} in slurm task {self.task}"
+
     def why(self) -> str:
         """What became of an ended task, in one line: slurm's state, the run's own last words
         and the log that holds the rest."""
@@ -87,6 +103,8 @@ class TaskState:
             f" ({self.reason})" if self.reason and self.reason != "None" else "")
         from training.launch import failure_line
 
+        if not self.log.is_file():
+            return f"{state} in slurm task {self.task}, which wrote no log ({self.log})"
         return f"{state} in slurm task {self.task}: {failure_line(self.log)} (log: {self.log})"
 
 
@@ -213,10 +231,11 @@ def read_jobs(study_dir: str | Path) -> list[Job]:
     return jobs
 
 
-def query_jobs(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+def query_jobs(job_ids: list[str], tasks: set[str] = frozenset()) -> dict[str, tuple[str, str]]:
     """``{task or job id: (state, reason)}`` for every task of these jobs that slurm still
     knows: ``squeue`` for the queued and the recently ended, ``sacct`` (where accounting is on)
-    for older ones. An id neither knows is left out."""
+    for a job squeue has forgotten, or forgotten one of ``tasks`` of. An id neither knows is
+    left out."""
     found: dict[str, tuple[str, str]] = {}
     if not job_ids:
         return found
@@ -226,7 +245,8 @@ def query_jobs(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         if len(row) == 3:
             found[row[0]] = (row[1], row[2])
     unknown = [job for job in job_ids
-               if not any(task == job or task.startswith(f"{job}_") for task in found)]
+               if not any(task == job or task.startswith(f"{job}_") for task in found)
+               or any(task.startswith(f"{job}_") and task not in found for task in tasks)]
     if unknown:
         rows = _ask(["sacct", "--noheader", "--parsable2", "--allocations",
                      f"--jobs={','.join(unknown)}", "--format=JobID,State,ExitCode"])
@@ -259,7 +279,8 @@ def task_states(study_dir: str | Path, runs: list[str]) -> dict[str, TaskState]:
             for index, run in enumerate(job.runs):
                 latest[run] = (job, index)
     wanted = {run: latest[run] for run in runs if run in latest}
-    queue = query_jobs(sorted({job.job for job, _ in wanted.values()}, key=int))
+    queue = query_jobs(sorted({job.job for job, _ in wanted.values()}, key=int),
+                       {f"{job.job}_{index}" for job, index in wanted.values()})
     states = {}
     for run, (job, index) in wanted.items():
         task = f"{job.job}_{index}"
