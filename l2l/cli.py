@@ -296,7 +296,8 @@ def _submit_followers(study: Path, trained, args) -> int:
         raise RuntimeError(f"{exc}; the training array is submitted (job {trained.job_id}): "
                            "run the same command again to submit the follow-up job alone") from None
     print(f"[study] follow-up job {job.job} (evaluation, fits, report) " + (
-        f"waits for job {', '.join(after)}" if after else "starts now") + f"; its output: "
+        f"waits for job{'s' if len(after) > 1 else ''} {', '.join(after)}" if after else
+        "starts now") + f"; its output: "
         f"{job.log}; `squeue --jobs={','.join([*after, job.job])}` shows where they stand, "
         f"`l2l train {study} --follow-up` how each run ended", flush=True)
     return 0

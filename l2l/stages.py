@@ -56,11 +56,11 @@ def default_accelerate_config(preset: StudyPreset, launcher: str) -> str | None:
     return "fsdp2" if preset.launcher == "slurm" else "cpu"
 
 
-def write_configs(study_dir: str | Path, preset: StudyPreset, exclude=()) -> list[tuple]:
+def write_configs(study_dir: str | Path, preset: StudyPreset) -> list[tuple]:
     """The config of every unfinished planned run, written to ``STUDY/configs/<run>.yaml``."""
     from training.launch import write_run_configs
 
-    return write_run_configs(study_dir, build=_config_builder(preset), exclude=exclude)
+    return write_run_configs(study_dir, build=_config_builder(preset))
 
 
 def _config_builder(preset: StudyPreset):
