@@ -177,8 +177,9 @@ def submit(study_dir: str | Path, cmd: list[str], *, kind: str, runs: list[str] 
     except FileNotFoundError:
         raise SlurmError("sbatch is not on PATH (no slurm here)") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"sbatch did not answer within {TIMEOUT_S} s; is slurmctld up "
-                         "(`sinfo`)? Nothing was submitted") from None
+        raise SlurmError(f"sbatch did not answer within {TIMEOUT_S} s (is slurmctld up? "
+                         "`sinfo`); it may have submitted the job without telling: see `squeue "
+                         "--me`, and scancel it before running this again") from None
     job_id = done.stdout.strip().split(";")[0]  # "12" or "12;cluster"
     if done.returncode != 0 or not job_id.isdigit():
         raise SlurmError(f"slurm refused the {kind} job: {_sbatch_error(done)}")
