@@ -84,7 +84,11 @@ def test_slurm_dry_run_writes_configs_and_prints_the_dependent_jobs(tmp_path, ca
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would submit: sbatch --parsable --array=0-95" in out
-    assert "would submit: sbatch --job-name=l2l-p-fit" in out and "l2l eval" in out
+    assert "[train] 96 would be submitted as one slurm array" in out  # was "nothing to do"
+    # the follow-up job with its dependency (the array's id not known yet), which was left out
+    assert ("would submit: sbatch --parsable '--dependency=afterany:<array job id>' "
+            "--job-name=l2l-p-fit") in out
+    assert "-m l2l study --preset paper-fineweb-edu" in out and "--follow-up" in out
     assert len(list((tmp_path / "p" / "configs").glob("L2L_*.yaml"))) == 96
 
 
@@ -153,18 +157,17 @@ def test_a_second_study_process_on_the_folder_is_refused(tmp_path, capsys):
     plan_study("smoke", tmp_path / "s")
     with RunLock(tmp_path / "s"):
         assert main(["study", "--preset", "smoke", "--out", str(tmp_path / "s")]) == 2
-    assert "being trained by another process" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "being trained by another process" in err
+    # l2l study has no --resume: it is run again (the message told users to pass --resume)
+    assert "then run the same command again" in err and "--resume" not in err
 
 
 @pytest.mark.slow
-def test_smoke_study_end_to_end(tmp_path):
-    """Every stage and artefact of ``l2l study --preset smoke``, and a rerun that recomputes
-    nothing."""
-    study = tmp_path / "smoke"
-    cmd = [sys.executable, "-m", "l2l", "study", "--preset", "smoke", "--out", str(study)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+def test_smoke_study_end_to_end(smoke_study, tmp_path):
+    """Every stage and artefact of ``l2l study --preset smoke`` (tests/l2l/conftest.py runs it
+    once for the session), and a rerun that recomputes nothing."""
+    study, cmd, env, done = smoke_study.study, smoke_study.cmd, smoke_study.env, smoke_study.done
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((study / STUDY_RECORD).read_text())
     assert len(list(study.glob("L2L_*/final.json"))) == 14
@@ -196,7 +199,7 @@ def test_smoke_study_end_to_end(tmp_path):
                                        tmp_path, {})
     assert loaded.returncode == 0 and "SAME_LOGITS" in loaded.stdout, loaded.stderr[-2000:]
     # A rerun trains and evaluates nothing again.
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+    again = subprocess.run(cmd, cwd=smoke_study.cwd, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "[train] 14 already finished" in again.stdout
     assert len((study / "results.jsonl").read_text().splitlines()) == len(rows)
