@@ -97,13 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _launch_options(sub) -> None:
     sub.add_argument("--launcher", choices=("local", "slurm"), default=None,
-                     help="local: here, in sequence (default of the offline presets); slurm: a job "
-                     "array, then evaluation and fitting as jobs that depend on it")
+                     help="local: here, a pool of single-thread processes (default of the offline "
+                     "presets); slurm: a job array, then evaluation, fitting and the report as a "
+                     "job that depends on it")
     sub.add_argument("--workers", type=int, default=None, help="runs at once, local launcher")
     sub.add_argument("--dry-run", action="store_true",
                      help="write the configs and print the commands, run nothing")
     sub.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
                      help="extra sbatch argument (repeatable), e.g. --sbatch-arg=--partition=gpu")
+    sub.add_argument("--accelerate-config", default=None,
+                     help="training/launch's cpu, cpu_ddp, gpu, ddp, fsdp2 or a path (default: "
+                     "plain python -m training here; under slurm fsdp2 on GPU nodes for the paper "
+                     "presets, cpu on CPU nodes for the offline ones)")
+    sub.add_argument("--follow-up", action="store_true",
+                     help="slurm: take the training stage from the arrays already submitted (how "
+                     "each run ended, failures with their log) and submit nothing; the job that "
+                     "depends on the array runs `l2l study ... --follow-up`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,12 +203,16 @@ def _print_plan(spec, runs, targets) -> None:
 
 def cmd_train(args) -> int:
     from l2l.plan import read_spec
-    from l2l.stages import train_study
+    from l2l.stages import slurm_outcome, train_study
 
     spec = read_spec(args.study)
-    report = train_study(args.study, launcher=args.launcher or spec.launch.launcher,
-                         workers=args.workers, dry_run=args.dry_run,
-                         sbatch_args=tuple(args.sbatch_args))
+    if args.follow_up:
+        report = slurm_outcome(args.study)
+    else:
+        report = train_study(args.study, launcher=args.launcher or spec.launch.launcher,
+                             workers=args.workers, dry_run=args.dry_run,
+                             sbatch_args=tuple(args.sbatch_args),
+                             accelerate_config=args.accelerate_config)
     _say_stage("train", report)
     return 1 if report.failed else 0
 
@@ -265,7 +278,7 @@ def make_report(study: Path, progress: bool = True, failures: dict | None = None
 
 def cmd_study(args) -> int:
     from l2l.plan import plan_study
-    from l2l.stages import evaluate_study, train_study
+    from l2l.stages import evaluate_study, slurm_outcome, train_study
     from training.run_lock import RunLock
 
     spec = load_spec(args)
@@ -276,11 +289,16 @@ def cmd_study(args) -> int:
     print(f"[plan] {study}: {len(runs)} runs planned", flush=True)
     if args.stop_after == "plan":
         return 0
-    with RunLock(study):  # two `l2l study` processes on one folder cannot both write it
-        trained = train_study(study, launcher=launcher, workers=args.workers,
-                              dry_run=args.dry_run, sbatch_args=tuple(args.sbatch_args))
+    # Two `l2l study` processes on one folder cannot both write it.
+    with RunLock(study, then="run the same command again"):
+        if args.follow_up:  # the slurm job that depends on the arrays
+            trained = slurm_outcome(study)
+        else:
+            trained = train_study(study, launcher=launcher, workers=args.workers,
+                                  dry_run=args.dry_run, sbatch_args=tuple(args.sbatch_args),
+                                  accelerate_config=args.accelerate_config)
         _say_stage("train", trained)
-        if launcher == "slurm":
+        if launcher == "slurm" and not args.follow_up:
             return _submit_followers(study, trained, args)
         if args.dry_run or args.stop_after == "train":
             return 0
@@ -301,21 +319,56 @@ def cmd_study(args) -> int:
 
 
 def _submit_followers(study: Path, trained, args) -> int:
-    """Evaluation, fitting and the report as one slurm job that starts when every training
-    task has ended (``afterany``: a failed run is reported, not waited for)."""
+    """Evaluation, fitting, the report and the release folder as one slurm job: the rest of this
+    ``l2l study``, run with ``--follow-up`` once every training task has ended (``afterany``: a
+    failed run is reported, not waited for). It also waits for an earlier follow-up job still
+    queued or running, so that two never write the study at once; where one is already waiting
+    and nothing new was submitted, none is added."""
     import shlex
-    import subprocess
 
-    follow = (f"{shlex.quote(sys.executable)} -m l2l eval {shlex.quote(str(study))} && "
-              f"{shlex.quote(sys.executable)} -m l2l report {shlex.quote(str(study))} --quiet && "
-              f"{shlex.quote(sys.executable)} -m l2l release {shlex.quote(str(study))} --dry-run")
-    dependency = [f"--dependency=afterany:{trained.job_id}"] if trained.job_id else []
-    cmd = ["sbatch", *dependency, f"--job-name=l2l-{study.name}-fit",
-           f"--output={study.resolve() / 'slurm'}/%x-%j.out", *args.sbatch_args, "--wrap", follow]
-    if args.dry_run:
-        print("would submit: " + shlex.join(cmd))
+    from l2l.layout import SPEC_FILE
+    from l2l.plan import read_spec
+    from l2l.stages import default_accelerate_config
+    from training.launch import accelerate_config
+    from training.launch.slurm import in_flight_jobs, job_name, runs_on_cpu, slurm_dir, submit
+
+    if args.stop_after == "train":
         return 0
-    subprocess.run(cmd, check=True)
+    earlier = [] if args.dry_run else in_flight_jobs(study, kind="follow-up")
+    if earlier and not trained.job_id:
+        print(f"[study] follow-up job {earlier[-1].job} is already queued or running (it waits "
+              f"for {', '.join(earlier[-1].after) or 'nothing'}); nothing more submitted",
+              flush=True)
+        return 0
+    after = list(trained.wait_for) + [job.job for job in earlier]
+    if args.dry_run and trained.to_train:
+        after.append("<array job id>")  # the array this dry run would submit
+    # The follow-up runs the study as planned: from the spec recorded in its folder.
+    follow = [sys.executable, "-m", "l2l", "study", "--config", str((study / SPEC_FILE).resolve()),
+              "--out", str(study.resolve()), "--launcher", "slurm", "--follow-up"]
+    follow += ["--task-data", args.task_data] if args.task_data else []
+    follow += ["--stop-after", args.stop_after] if args.stop_after else []
+    accel = args.accelerate_config or default_accelerate_config(read_spec(study), "slurm")
+    # Evaluation runs on a GPU where training did (its tasks and losses are many forwards).
+    gpu = [] if runs_on_cpu(accelerate_config(accel)) else ["--gpus-per-node=1"]
+    cmd = ["sbatch", "--parsable", *([f"--dependency=afterany:{':'.join(after)}"] if after else []),
+           f"--job-name={job_name(study)}-fit", f"--output={slurm_dir(study)}/%x-%j.out", *gpu,
+           *args.sbatch_args, "--wrap", shlex.join(follow)]
+    if args.dry_run:
+        print("would submit: " + shlex.join(cmd), flush=True)
+        return 0
+    try:
+        job = submit(study, cmd, kind="follow-up", after=after)
+    except RuntimeError as exc:
+        if not trained.job_id:
+            raise
+        raise RuntimeError(f"{exc}; the training array is submitted (job {trained.job_id}): "
+                           "run the same command again to submit the follow-up job alone") from None
+    print(f"[study] follow-up job {job.job} (evaluation, fits, report) " + (
+        f"waits for job{'s' if len(after) > 1 else ''} {', '.join(after)}" if after else
+        "starts now") + f"; its output: "
+        f"{job.log}; `squeue --jobs={','.join([*after, job.job])}` shows where they stand, "
+        f"`l2l train {study} --follow-up` how each run ended", flush=True)
     return 0
 
 
@@ -324,9 +377,28 @@ def _say_stage(stage: str, report) -> None:
     parts = [f"{len(report.done)} {'evaluated' if stage == 'eval' else 'done'}"] if report.done else []
     if report.skipped:
         parts.append(f"{len(report.skipped)} already finished")
+    if report.to_train:
+        parts.append(f"{len(report.to_train)} " + (
+            f"submitted as slurm job {report.job_id}" if report.job_id else
+            "would be submitted as one slurm array" if report.launcher == "slurm" else
+            "would be trained") + (f" ({len(report.retried)} of them again)"
+                                   if report.retried else ""))
+    for what, tasks in (("queued", report.pending), ("running", report.running)):
+        if tasks:
+            jobs = sorted({task.split("_")[0] for task in tasks.values()}, key=int)
+            parts.append(f"{len(tasks)} {what} in slurm job {', '.join(jobs)}")
     if report.failed:
         parts.append(f"{len(report.failed)} failed")
     print(f"[{stage}] " + (", ".join(parts) or "nothing to do"), flush=True)
+    if report.log:
+        print(f"[{stage}]   each task's output: {report.log.format(index='<index>')}", flush=True)
+    for job, reason in report.stuck.items():
+        print(f"[{stage}]   slurm job {job} cannot start as submitted ({reason}), nor can what "
+              f"depends on it: `scancel {job}`, then submit again with other --sbatch-arg",
+              flush=True)
+    for what, why in report.retried.items():
+        again = "submitted again" if report.job_id else "would be submitted again"
+        print(f"[{stage}]   {what}: {again}; its last task: {why}", flush=True)
     for what, why in report.failed.items():
         print(f"[{stage}]   {what}: {why}", flush=True)
 

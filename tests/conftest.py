@@ -43,3 +43,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A two-node slurm cluster on this host for the whole session (``tests/slurm_cluster.py``),
+    its daemons stopped by pid at the end. Skipped with the reason where slurm is not installed
+    or does not come up; a failure instead where ``L2L_REQUIRE_SLURM=1`` (CI installs it)."""
+    from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+
+    # Short: munge's socket path must fit in a unix socket address (108 bytes).
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=2, cpus=1)
+    try:
+        cluster.start()
+    except SlurmUnavailable as exc:
+        if os.environ.get("L2L_REQUIRE_SLURM") == "1":
+            pytest.fail(f"L2L_REQUIRE_SLURM=1 but no slurm cluster: {exc}")
+        pytest.skip(f"no slurm cluster: {exc}")
+    yield cluster
+    cluster.stop()

@@ -80,15 +80,18 @@ class RunLockedError(LockHeldError):
 
 
 class RunLock(FileLock):
-    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``."""
+    """``with RunLock(run_dir):`` holds the folder's lock, or raises ``RunLockedError``, whose
+    message ends with ``then``: what the refused caller does once the holder is gone (the
+    trainer's ``--resume``; ``l2l study`` has none and is run again)."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, then: str = "resume with --resume"):
         super().__init__(Path(run_dir) / LOCK_NAME)
+        self.then = then
 
     def refusal(self, holder: str) -> RunLockedError:
         return RunLockedError(
             f"{self.path.parent} is being trained by another process ({holder}); wait for "
-            "it to finish or stop it, then resume with --resume"
+            f"it to finish or stop it, then {self.then}"
         )
 
 

@@ -234,3 +234,17 @@ def test_a_spec_file_runs_as_a_study(tmp_path):
     data["grid"]["budgets"] = [1e11, 5e10]
     path.write_text(yaml.safe_dump(data))
     assert main(["plan", "--config", str(path), "--out", str(tmp_path / "other")]) == 2
+
+
+def test_slurm_dry_run_writes_configs_and_prints_the_dependent_jobs(tmp_path, capsys):
+    assert main(["study", "--preset", "paper-fineweb-edu", "--out", str(tmp_path / "p"),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would submit: sbatch --parsable --array=0-95" in out
+    assert "[train] 96 would be submitted as one slurm array" in out  # was "nothing to do"
+    # the follow-up job with its dependency (the array's id not known yet), which was left out
+    assert ("would submit: sbatch --parsable '--dependency=afterany:<array job id>' "
+            "--job-name=l2l-p-fit") in out
+    assert f"-m l2l study --config {(tmp_path / 'p' / 'spec.yaml').resolve()}" in out
+    assert "--follow-up" in out
+    assert len(list((tmp_path / "p" / "configs").glob("L2L_*.yaml"))) == 96

@@ -4,9 +4,7 @@ smoke study runs every stage end to end."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,18 +93,17 @@ def test_a_second_study_process_on_the_folder_is_refused(tmp_path, capsys):
     plan_study("smoke", tmp_path / "s")
     with RunLock(tmp_path / "s"):
         assert main(["study", "--preset", "smoke", "--out", str(tmp_path / "s")]) == 2
-    assert "being trained by another process" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "being trained by another process" in err
+    # l2l study has no --resume: it is run again (the message told users to pass --resume)
+    assert "then run the same command again" in err and "--resume" not in err
 
 
 @pytest.mark.slow
-def test_smoke_study_end_to_end(tmp_path):
-    """Every stage and artefact of ``l2l study --preset smoke``, and a rerun that recomputes
-    nothing."""
-    study = tmp_path / "smoke"
-    cmd = [sys.executable, "-m", "l2l", "study", "--preset", "smoke", "--out", str(study)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+def test_smoke_study_end_to_end(smoke_study, tmp_path):
+    """Every stage and artefact of ``l2l study --preset smoke`` (tests/l2l/conftest.py runs it
+    once for the session), and a rerun that recomputes nothing."""
+    study, cmd, env, done = smoke_study.study, smoke_study.cmd, smoke_study.env, smoke_study.done
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((study / STUDY_RECORD).read_text())
     assert len(list(study.glob("L2L_*/final.json"))) == 14
@@ -141,7 +138,7 @@ def test_smoke_study_end_to_end(tmp_path):
                                        tmp_path, {})
     assert loaded.returncode == 0 and "SAME_LOGITS" in loaded.stdout, loaded.stderr[-2000:]
     # A rerun trains and evaluates nothing again.
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+    again = subprocess.run(cmd, cwd=smoke_study.cwd, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "[train] 14 already finished" in again.stdout
     assert len((study / "results.jsonl").read_text().splitlines()) == len(rows)

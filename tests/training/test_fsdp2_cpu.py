@@ -27,21 +27,10 @@ pytestmark = pytest.mark.slow
 
 FSDP_ON_CPU = """
 import os, runpy, signal, sys
-from accelerate.state import PartialState
-from accelerate.utils import DistributedType
 import training.trainer as trainer
+from tests.training.fsdp_on_cpu import patch_trainer
 
-build = trainer._make_accelerator
-
-def fsdp_on_cpu(cfg, run_dir):
-    accelerator, missing = build(cfg, run_dir)
-    # AcceleratorState() copies PartialState's fields on every call: set the type in both.
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    accelerator.state.distributed_type = DistributedType.FSDP
-    accelerator.state.fsdp_plugin = trainer.fsdp_plugin(cfg)
-    return accelerator, missing
-
-trainer._make_accelerator = fsdp_on_cpu
+patch_trainer()
 
 if "KILL_AT_STEP" in os.environ:  # SIGKILL every process as it starts that step
     real_lr = trainer.lr_at_step

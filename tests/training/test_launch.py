@@ -10,14 +10,9 @@ import sys
 
 import pytest
 
-from tests.training.conftest import run_subprocess
-from training.launch import (
-    ACCELERATE_CONFIGS,
-    SLURM_TEMPLATE,
-    main,
-    slurm_submission,
-    write_run_configs,
-)
+from tests.training.conftest import REPO, run_subprocess
+from training.launch import ACCELERATE_CONFIGS, SLURM_TEMPLATE, main, write_run_configs
+from training.launch.slurm import slurm_submission
 from training.study import read_plan
 from training.sweep import main as plan
 
@@ -47,6 +42,27 @@ def test_local_launch_trains_every_run_in_sequence_then_skips_them(tmp_path, tok
     assert "2 finished, 0 to run" in again.stdout
 
 
+@pytest.mark.slow
+def test_local_pool_logs_each_run_and_names_a_failure_by_its_last_words(tmp_path, tokenizer_dir,
+                                                                        data_dir):
+    """--workers: the pool that `l2l train` uses (single-thread processes, STUDY/logs/<run>.log,
+    a failure's why its log's last words); one run fails, the other trains."""
+    from training.run_lock import RunLock
+    from training.study import is_finished
+
+    study = tmp_path / "study"
+    runs = plan_tiny_study(study, tokenizer_dir, data_dir)
+    (study / runs[0].run).mkdir()
+    with RunLock(study / runs[0].run):  # another trainer holds the first run
+        proc = run_subprocess([sys.executable, "-m", "training.launch", str(study), "--local",
+                               "--workers", "2"], check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert (f"{runs[0].run} failed: error: {study / runs[0].run} is being trained by another "
+            "process") in proc.stderr
+    assert is_finished(study, runs[1].run) and not is_finished(study, runs[0].run)
+    assert "finished" in (study / "logs" / f"{runs[1].run}.log").read_text()
+
+
 def test_slurm_array_submission_is_written(tmp_path, tokenizer_dir, data_dir, capsys):
     study = tmp_path / "study"
     runs = plan_tiny_study(study, tokenizer_dir, data_dir)
@@ -54,12 +70,17 @@ def test_slurm_array_submission_is_written(tmp_path, tokenizer_dir, data_dir, ca
                  "--accelerate-config", "ddp", "--sbatch-args=--partition=gpu --nodes=2",
                  "optim.lr=5e-4"]) == 0
     command = capsys.readouterr().out.strip().splitlines()[-1]
-    listing = study / "configs" / "array.txt"
+    listing = study.resolve() / "slurm" / command.split("@")[-1].split("/")[-1]
+    assert listing.name.startswith("array-") and listing.suffix == ".txt"
     configs = listing.read_text().splitlines()
     assert [os.path.basename(c) for c in configs] == [f"{r.run}.yaml" for r in runs]
     assert "--array=0-1%1" in command and "--partition=gpu --nodes=2" in command
-    assert f"ACCELERATE_CONFIG={ACCELERATE_CONFIGS['ddp']}" in command
-    assert command.endswith(f"{SLURM_TEMPLATE} @{listing.resolve()}")
+    # the tasks run this Python with the chosen config, whatever the submitting shell has
+    assert (f"--export=ALL,L2L_PYTHON={sys.executable},"
+            f"ACCELERATE_CONFIG={ACCELERATE_CONFIGS['ddp']}") in command
+    assert "--gpus-per-node=0" not in command  # a GPU config keeps the template's GPUs
+    assert command.endswith(f"{SLURM_TEMPLATE} @{listing}")
+    assert not (study / "slurm" / "jobs.jsonl").exists()  # a dry run submitted nothing
     from training.config import TrainingConfig
 
     cfg = TrainingConfig.from_yaml(configs[1])
@@ -78,48 +99,80 @@ def test_slurm_without_sbatch_is_a_clear_error_before_writing_configs(tmp_path, 
         main([str(study), "--slurm"])
     assert exit_info.value.code == 2
     assert "sbatch is not on PATH" in capsys.readouterr().err
-    assert not (study / "configs").exists()
+    assert not (study / "configs").exists() and not (study / "slurm").exists()
     assert main([str(study), "--slurm", "--dry-run"]) == 0  # the way to go without slurm
 
 
-def test_slurm_template_starts_one_accelerate_per_node_with_c10d(tmp_path):
-    """Run the template with stand-ins for scontrol, srun (two nodes) and accelerate."""
+def template_stubs(tmp_path, log):
+    """Stand-ins for slurm's scontrol and srun (two nodes: SLURM_NODEID 0 and 1, srun's own
+    options dropped) and for the Python that runs accelerate (its arguments logged)."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls.log"
+    bin_dir.mkdir(exist_ok=True)
     stubs = {
-        "scontrol": "printf 'node-a\\nnode-b\\n'",
-        "srun": 'for node in 0 1; do SLURM_NODEID=$node "${@:3}"; done',  # drop srun's options
-        "accelerate": f'echo "$@" >> {log}',
+        "scontrol": 'if [ "$2" = hostnames ]; then printf "node-a\\nnode-b\\n"; '
+                    'else echo "NodeName=$3 Arch=x86_64 NodeAddr=10.1.2.3 NodeHostName=$3"; fi',
+        "srun": f'echo "$@" >> {log}.srun; while [ "$1" != bash ]; do shift; done\n'
+                'for node in 0 1; do SLURM_NODEID=$node "$@"; done',
+        "python": f'if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\n'
+                  f'echo "$@ OMP=$OMP_NUM_THREADS CPU=${{ACCELERATE_USE_CPU:-}}" >> {log}',
     }
     for name, body in stubs.items():
         path = bin_dir / name
         path.write_text(f"#!/bin/bash\n{body}\n")
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "L2L_PYTHON": str(bin_dir / "python"), "PYTHONPATH": str(REPO),
+            "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4123456",
+            "RENDEZVOUS_WAIT_S": "0"}  # node 1 would wait for node 0's port
+
+
+def test_slurm_template_starts_one_accelerate_per_node_with_c10d(tmp_path):
+    """Run the template with stand-ins for scontrol, srun (two nodes) and accelerate's Python."""
+    log = tmp_path / "calls.log"
     listing = tmp_path / "array.txt"
     listing.write_text("/study/configs/a.yaml\n/study/configs/b.yaml\n")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2",
-           "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_ID": "4123456"}
+    env = {**template_stubs(tmp_path, log), "SLURM_ARRAY_TASK_ID": "1",
+           "SLURM_GPUS_ON_NODE": "4", "MASTER_ADDR": "stale-host", "MASTER_PORT": "1"}
     subprocess.run(["bash", str(SLURM_TEMPLATE), f"@{listing}", "optim.lr=1e-3"], env=env,
                    check=True, capture_output=True, text=True)
     calls = log.read_text().splitlines()
     assert len(calls) == 2
     for rank, call in enumerate(calls):
         args = call.split()
-        assert args[0] == "launch"
+        assert args[:4] == ["-m", "accelerate.commands.accelerate_cli", "launch", "--quiet"]
+        assert args[args.index("--config_file") + 1] == str(ACCELERATE_CONFIGS["fsdp2"])
         assert args[args.index("--machine_rank") + 1] == str(rank)
         assert args[args.index("--num_machines") + 1] == "2"
         assert args[args.index("--num_processes") + 1] == "8"
-        assert args[args.index("--main_process_ip") + 1] == "node-a"
+        # slurm's address of the first node (node names need not resolve), not the shell's
+        assert args[args.index("--main_process_ip") + 1] == "10.1.2.3"
         # a port of the job's own, so that array tasks sharing a node do not collide
         assert args[args.index("--main_process_port") + 1] == str(20000 + 4123456 % 20000)
         assert args[args.index("--rdzv_backend") + 1] == "c10d"
         assert args[args.index("--config") + 1] == "/study/configs/b.yaml"
-        assert args[-2:] == ["--resume", "optim.lr=1e-3"]
+        assert args[-4:-2] == ["--resume", "optim.lr=1e-3"]
+        assert args[-2:] == ["OMP=8", "CPU="]  # GPU nodes
     bad = subprocess.run(["bash", str(SLURM_TEMPLATE), f"@{listing}"],
                          env={**env, "SLURM_ARRAY_TASK_ID": "5"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "no config on line 6" in bad.stderr
+
+
+@pytest.mark.parametrize("nodes, config", [("1", "cpu"), ("2", "cpu_ddp")])
+def test_slurm_template_on_cpu_nodes(tmp_path, nodes, config):
+    """--gpus-per-node=0 (what CPU configs submit): one gloo process per node, the CPU configs,
+    the job's CPUs as threads, and srun given the CPUs per task (it stopped inheriting them)."""
+    log = tmp_path / "calls.log"
+    env = {**template_stubs(tmp_path, log), "SLURM_NNODES": nodes, "SLURM_GPUS_PER_NODE": "0",
+           "SLURM_CPUS_PER_TASK": "3"}
+    env.pop("OMP_NUM_THREADS", None)
+    done = subprocess.run(["bash", str(SLURM_TEMPLATE), "/study/configs/a.yaml"], env=env,
+                          check=True, capture_output=True, text=True)
+    assert f"on {nodes} node(s) x 1 CPU process(es)" in done.stdout
+    assert "--cpus-per-task=3" in (tmp_path / "calls.log.srun").read_text()
+    args = log.read_text().splitlines()[0].split()
+    assert args[args.index("--config_file") + 1] == str(ACCELERATE_CONFIGS[config])
+    assert args[args.index("--num_processes") + 1] == nodes
+    assert args[-2:] == ["OMP=3", "CPU=1"]
 
 
 def test_shipped_accelerate_configs_load():

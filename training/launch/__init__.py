@@ -1,29 +1,36 @@
-"""Launch a planned study: every unfinished run, one after the other on this machine, or as a slurm
-job array (one run per index). Also ships the accelerate config files and the slurm template.
+"""Launch a planned study: its unfinished runs here, one after the other or a pool of
+single-thread processes, or as a slurm job array (one run per index, ``training.launch.slurm``).
+The one owner of launching: ``l2l train`` calls it. Also ships the accelerate config files and
+the slurm template.
 
     python -m training.launch STUDY --local                       # in sequence, here
+    python -m training.launch STUDY --local --workers 2           # 2 at a time, STUDY/logs/<run>.log
     python -m training.launch STUDY --local --accelerate-config training/launch/ddp.yaml
     python -m training.launch STUDY --slurm --sbatch-args="--partition=gpu" --max-parallel 16
+    python -m training.launch STUDY --slurm --accelerate-config cpu   # CPU nodes, one CPU per run
     python -m training.launch STUDY --slurm --dry-run             # write the files, print sbatch
 
 Both modes first write ``STUDY/configs/<run>.yaml``, the full training config of each run
 (``training.study.run_config``, plus any dotted overrides given here), and pass ``--resume`` so a
 run that was interrupted continues from its last checkpoint. Finished runs (``final.json``) are
-skipped.
+skipped; under slurm, so are runs whose task is still queued or running, and a run whose task
+failed is submitted again with the reason and the log of its failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import re
 import shlex
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from training.config import TrainingConfig
+from training.launch.slurm import SlurmError, launch_slurm
 from training.study import PlannedRun, is_finished, read_plan, run_config
 
 LAUNCH_DIR = Path(__file__).resolve().parent
@@ -45,10 +52,12 @@ def accelerate_config(name: str) -> Path:
 def write_run_configs(study_dir: str | Path, overrides: list[str] | None = None,
                       only: list[str] | None = None,
                       build: Callable[[Path, PlannedRun], TrainingConfig] = run_config,
+                      exclude: Collection[str] = (),
                       ) -> list[tuple[PlannedRun, Path]]:
     """Write the config of every unfinished (selected) run; return (run, config path) pairs.
     ``build(study, run)`` makes a run's config (default ``training.study.run_config``; the
-    ``l2l`` presets add their learning-rate rule).
+    ``l2l`` presets add their learning-rate rule). Runs in ``exclude`` (queued or running under
+    slurm, whose task may yet read its config) are left alone.
 
     Raises ``FileNotFoundError`` for a folder that is not a study, ``ValueError`` for a run in
     ``only`` that the study does not plan or an override that does not apply; in both cases
@@ -65,7 +74,8 @@ def write_run_configs(study_dir: str | Path, overrides: list[str] | None = None,
     # Every config is built before the first is written, so a bad override writes none.
     configs = [(run, build(study, run).with_overrides(overrides or []).validate())
                for run in plan
-               if (not only or run.run in only) and not is_finished(study, run.run)]
+               if (not only or run.run in only) and run.run not in exclude
+               and not is_finished(study, run.run)]
     out = study / "configs"
     out.mkdir(exist_ok=True)
     todo = []
@@ -89,34 +99,85 @@ def train_command(config: Path, accelerate_config_path: Path | None = None,
 
 
 def run_local(todo: list[tuple[PlannedRun, Path]], accelerate_config_path: Path | None = None,
-              num_processes: int | None = None, dry_run: bool = False) -> list[str]:
-    """Train the runs one after the other; return the names of those that failed."""
-    failed = []
-    for i, (run, config) in enumerate(todo, 1):
-        cmd = train_command(config, accelerate_config_path, num_processes)
-        print(f"[{i}/{len(todo)}] {run.run}: {shlex.join(cmd)}", flush=True)
-        if dry_run:
-            continue
-        if subprocess.run(cmd).returncode != 0:
-            print(f"[{i}/{len(todo)}] {run.run} failed; continuing with the next run", flush=True)
-            failed.append(run.run)
+              num_processes: int | None = None, *, workers: int | None = None,
+              log_dir: Path | None = None, dry_run: bool = False,
+              say: Callable[[str], None] = print) -> dict[str, str]:
+    """Train the runs here; return ``{run: why}`` for those that failed (each run is a process of
+    its own, so one that fails never takes the others with it).
+
+    ``workers=None``: one after the other, each run's output on this terminal, a failure's why
+    its exit status. ``workers=N``: a pool of N single-thread processes (threads of runs sharing
+    the cores only wait for each other), the largest budgets first so that the pool ends
+    together, each appending its output to ``log_dir/<run>.log``; a failure's why is its log's
+    ``failure_line``."""
+    if dry_run:
+        for run, config in todo:
+            say(f"would train {run.run}: {shlex.join(train_command(config, accelerate_config_path, num_processes))}")
+        return {}
+    if workers is None:
+        failed = {}
+        for i, (run, config) in enumerate(todo, 1):
+            cmd = train_command(config, accelerate_config_path, num_processes)
+            say(f"[{i}/{len(todo)}] {run.run}: {shlex.join(cmd)}")
+            code = subprocess.run(cmd).returncode
+            if code != 0:
+                say(f"[{i}/{len(todo)}] {run.run} failed; continuing with the next run")
+                failed[run.run] = f"exit status {code}"
+        return failed
+    return _run_pool(todo, accelerate_config_path, num_processes, workers, Path(log_dir))
+
+
+def _run_pool(todo, accelerate_config_path, num_processes, workers: int, log_dir: Path
+              ) -> dict[str, str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="training", unit="run")
+
+    def train_one(item: tuple[PlannedRun, Path]) -> None:
+        run, config = item
+        log = log_dir / f"{run.run}.log"
+        with open(log, "a") as out:
+            code = subprocess.run(train_command(config, accelerate_config_path, num_processes),
+                                  stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        if code != 0:
+            failed[run.run] = failure_line(log, default=f"exit status {code}")
+        bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(train_one, sorted(todo, key=lambda item: -item[0].C)))
+    bar.close()
     return failed
 
 
-def slurm_submission(study_dir: str | Path, todo: list[tuple[PlannedRun, Path]],
-                     sbatch_args: list[str], max_parallel: int | None = None,
-                     accelerate_config_path: Path | None = None) -> list[str]:
-    """Write ``STUDY/configs/array.txt`` (one config per array index) and return the sbatch
-    command that submits the study as a job array of ``slurm_train.sh``."""
-    study = Path(study_dir).resolve()
-    listing = study / "configs" / "array.txt"
-    listing.write_text("".join(f"{config}\n" for _, config in todo))
-    array = f"0-{len(todo) - 1}" + (f"%{max_parallel}" if max_parallel else "")
-    cmd = ["sbatch", f"--array={array}", f"--job-name=l2l-{study.name}",
-           f"--output={study / 'slurm'}/%x-%A_%a.out"]
-    if accelerate_config_path is not None:
-        cmd.append(f"--export=ALL,ACCELERATE_CONFIG={accelerate_config_path.resolve()}")
-    return cmd + list(sbatch_args) + [str(SLURM_TEMPLATE), f"@{listing}"]
+# A Python exception's last traceback line ("RuntimeError: ...", "torch.OutOfMemoryError: ...").
+_EXCEPTION = re.compile(r"^([A-Za-z_]\w*\.)*[A-Za-z_]\w*(Error|Exception|Interrupt)\b")
+# What launchers add after a run's own words: srun's and slurmstepd's messages, torchrun's
+# failure banner and log records ("E1207 19:37:25.517000 ..."), rules.
+_LAUNCHER_LINE = re.compile(r"^(srun|slurmstepd|sbatch): |^[EWI]\d{4} \d\d:|^[=-]{8,}$|"
+                            r"^(training FAILED|Failures:|Root Cause|<NO_OTHER_FAILURES>|\[\d+\]:)|"
+                            r"^(time|host|rank|exitcode|error_file|traceback) +:")
+
+
+def failure_line(log: str | Path, default: str = "its log is empty") -> str:
+    """Why a run failed, from its log: the trainer's own one-line error (``error: ...``), else
+    the last line of a Python traceback, else the last line that no launcher wrote."""
+    try:
+        lines = [line.strip() for line in
+                 Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"no log at {log}"
+    for wanted in (lambda line: line.startswith("error: "), _EXCEPTION.match,
+                   lambda line: not _LAUNCHER_LINE.match(line)):
+        for line in reversed(lines):
+            if wanted(line):
+                return line
+    return default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--local", action="store_true", help="train the runs here, in sequence")
     mode.add_argument("--slurm", action="store_true", help="submit a slurm job array")
     p.add_argument("--accelerate-config", help="shipped name (cpu, cpu_ddp, gpu, ddp, fsdp2) "
-                   "or path; default for --local: plain python -m training")
+                   "or path; default for --local: plain python -m training; for --slurm: the "
+                   "template's (fsdp2 on GPU nodes)")
     p.add_argument("--num-processes", type=int, help="--local: processes per run")
+    p.add_argument("--workers", type=int, help="--local: runs at once, each a single-thread "
+                   "process logging to STUDY/logs/<run>.log (default: one after the other, "
+                   "output here)")
     p.add_argument("--sbatch-args", default="", help="extra sbatch options, e.g. "
                    "'--partition=gpu --nodes=2'")
     p.add_argument("--max-parallel", type=int, help="--slurm: array tasks running at once")
@@ -143,14 +208,15 @@ def check_flags(args: argparse.Namespace) -> str | None:
     mode = "--local" if args.local else "--slurm"
     ignored = {"--local": [("--max-parallel", args.max_parallel is not None),
                            ("--sbatch-args", bool(args.sbatch_args))],
-               "--slurm": [("--num-processes", args.num_processes is not None)]}[mode]
+               "--slurm": [("--num-processes", args.num_processes is not None),
+                           ("--workers", args.workers is not None)]}[mode]
     for flag, given in ignored:
         if given:
             return f"{flag} is not used with {mode}"
     if args.num_processes is not None and args.accelerate_config is None:
         return "--num-processes needs --accelerate-config (plain python -m training is one process)"
     for flag, value in (("--num-processes", args.num_processes),
-                        ("--max-parallel", args.max_parallel)):
+                        ("--max-parallel", args.max_parallel), ("--workers", args.workers)):
         if value is not None and value < 1:
             return f"{flag} must be at least 1, got {value}"
     return None
@@ -166,29 +232,45 @@ def main(argv: list[str] | None = None) -> int:
         sbatch_args = shlex.split(args.sbatch_args)
     except ValueError as exc:  # "No closing quotation"
         parser.error(f"--sbatch-args {args.sbatch_args!r}: {exc}")
-    if args.slurm and not args.dry_run and shutil.which("sbatch") is None:
-        # before writing hundreds of configs that could not be submitted
-        parser.error("--slurm: sbatch is not on PATH (no slurm here); add --dry-run to write "
-                     "the configs and print the sbatch command, or train here with --local")
     try:
         accel = accelerate_config(args.accelerate_config) if args.accelerate_config else None
+        if args.slurm:
+            return _launch_slurm(args, sbatch_args, accel)
         todo = write_run_configs(args.study, args.overrides, args.only)
         planned = len(read_plan(args.study))
-    except (OSError, ValueError) as exc:  # not a study, a bad override or file: named in exc
-        parser.exit(2, f"error: {exc}\n")
+    except (OSError, ValueError, SlurmError) as exc:  # not a study, a bad override or file, no
+        parser.exit(2, f"error: {exc}\n")             # slurm, a refused job: named in exc
     print(f"{args.study}: {planned} planned, {planned - len(todo) if not args.only else '-'} "
           f"finished, {len(todo)} to run")
     if not todo:
         return 0
-    if args.local:
-        failed = run_local(todo, accel, args.num_processes, args.dry_run)
-        if failed:
-            print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-            return 1
-        return 0
-    (Path(args.study) / "slurm").mkdir(exist_ok=True)
-    cmd = slurm_submission(args.study, todo, sbatch_args, args.max_parallel, accel)
-    print(shlex.join(cmd))
-    if args.dry_run:
-        return 0
-    return subprocess.run(cmd).returncode
+    failed = run_local(todo, accel, args.num_processes, workers=args.workers,
+                       log_dir=Path(args.study) / "logs", dry_run=args.dry_run)
+    for run, why in failed.items():
+        print(f"{run} failed: {why}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _launch_slurm(args: argparse.Namespace, sbatch_args: list[str], accel: Path | None) -> int:
+    launched = launch_slurm(args.study, overrides=args.overrides, only=args.only,
+                            sbatch_args=sbatch_args, max_parallel=args.max_parallel,
+                            accelerate_config_path=accel, dry_run=args.dry_run)
+    total = len(launched.finished) + len(launched.in_flight) + len(launched.todo)
+    print(f"{args.study}: {total} {'selected' if args.only else 'planned'}, "
+          f"{len(launched.finished)} finished, {len(launched.in_flight)} queued or running, "
+          f"{len(launched.todo)} to run")
+    for state in launched.in_flight.values():
+        print(f"  {state.run}: {state.where()}" + (
+            "; it cannot start as submitted: scancel its job and launch again with other "
+            "--sbatch-args" if state.never_starts else ""))
+    for run, why in launched.retried.items():
+        print(f"  {run}: {why}; submitting it again")
+    if launched.command:
+        print(shlex.join(launched.command))
+    if launched.job:
+        print(f"submitted slurm job {launched.job.job}: {len(launched.todo)} run(s), each "
+              f"task's output in {launched.job.log.format(index='<index>')}")
+    return 0
