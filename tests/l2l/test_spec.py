@@ -80,7 +80,7 @@ def test_print_config_is_a_spec_that_plans_the_same_runs(tmp_path, capsys):
      r"targets\[0\].flop_budget: 1e\+11 is inside the grid"),
     ({"grid": {"shapes": [{"width": 100, "layers": 1}], "budgets": [1e11]}},
      r"grid.shapes\[0\].width: 100 must be a positive multiple of 64"),
-    ({"tokenizer": "bpe:1024"}, r"recipe.model.vocab_size: 2048 does not match the tokenizer"),
+    ({"tokenizer": "bpe:1024"}, r"recipe.model.vocab_size: 512 does not match the tokenizer"),
     ({"corpora": {"my corpus": "x.jsonl"}}, r"corpora.my corpus: a label is 1 to 64 letters"),
     ({"recipe.optim.lr": -1}, r"recipe.optim.lr: must be a finite number > 0"),
 ])

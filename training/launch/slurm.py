@@ -29,7 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training.study import PlannedRun, _write_atomic
+from analysis.atomic import write_atomic
+from training.study import PlannedRun
 
 SLURM_DIR = "slurm"
 JOBS = "jobs.jsonl"
@@ -153,7 +154,7 @@ def slurm_submission(study_dir: str | Path, todo: list[tuple[PlannedRun, Path]],
     text = "".join(f"{config}\n" for _, config in todo)
     listing = out / f"array-{hashlib.sha1(text.encode()).hexdigest()[:12]}.txt"
     if not listing.is_file():
-        _write_atomic(listing, text)
+        write_atomic(listing, text)
     array = f"0-{len(todo) - 1}" + (f"%{max_parallel}" if max_parallel else "")
     export = f"--export=ALL,L2L_PYTHON={sys.executable}"
     if accelerate_config_path is not None:
@@ -212,7 +213,7 @@ def record_job(study_dir: str | Path, job: Job) -> None:
     path = slurm_dir(study_dir) / JOBS
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.is_file() else ""
-    _write_atomic(path, old + json.dumps(asdict(job)) + "\n")
+    write_atomic(path, old + json.dumps(asdict(job)) + "\n")
 
 
 def read_jobs(study_dir: str | Path) -> list[Job]:
