@@ -78,12 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     study_arg(evaluate)
     evaluate.add_argument("--task-data", default=None, help="folder of local task files")
 
-    for name, text in (("fit", "fit the study's laws; write laws/ and predictions.csv"),
+    for name, text in (("fit", "fit the study's laws; write laws/, predictions.csv and "
+                               "decisions.csv"),
                        ("predict", "the targets' predictions beside their measured losses"),
                        ("report", "fit, then write report.md and figures/")):
         sub = commands.add_parser(name, help=text)
         study_arg(sub)
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "predict":
+            sub.add_argument("--budget", type=float, action="append", default=[], metavar="C",
+                             help="also the compute-optimal N*, D* and loss of each corpus at "
+                             "this FLOP budget (approaches 2 and 3, with intervals); repeatable")
 
     release = commands.add_parser("release", help="the study as a Hub repository",
                                   add_help=False)
@@ -251,10 +256,22 @@ def cmd_fit(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    _, _, _, fits = _fit(args.study, not args.quiet)
-    columns = ["run", "quantity", "law", "prediction", "lower", "upper", "actual",
+    import math
+
+    from l2l.decisions import allocation
+
+    bad = [c for c in args.budget if not (math.isfinite(c) and c > 0)]
+    if bad:
+        raise ValueError(f"--budget {bad[0]}: a FLOP budget is a positive number, e.g. 1e21")
+    spec, _, results, fits = _fit(args.study, not args.quiet)
+    columns = ["run", "quantity", "method", "prediction", "lower", "upper", "actual",
                "relative_error"]
-    print(fits.predictions[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(fits.predictions[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.budget:
+        table = allocation(fits, results, spec, sorted(args.budget), spec.prediction.level)
+        print(f"\ncompute-optimal allocation ({spec.prediction.level:.0%} intervals):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table)
+              else "(no law of (N, D) could be fitted on this grid)")
     return 0
 
 

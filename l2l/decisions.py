@@ -22,6 +22,9 @@ import pandas as pd
 
 COLUMNS = ("target", "metric", "data_a", "data_b", "method", "p_a_better", "predicted_a",
            "predicted_b", "actual_a", "actual_b")
+EXTRA_COLUMNS = ("gap", "gap_lower", "gap_upper", "regret")
+"""After the contract's columns: the predicted relative gap a / b - 1 with its interval, and the
+expected regret of choosing the favourite (the metric given up if it is wrong)."""
 ALLOCATION_COLUMNS = ("data", "approach", "C", "N", "N_lower", "N_upper", "D", "D_lower",
                       "D_upper", "loss", "loss_lower", "loss_upper")
 
@@ -41,15 +44,16 @@ def study_decisions(results: pd.DataFrame, spec, targets: list[str], *, progress
     two corpora or no comparable metric, an empty table and the reason in ``missing``."""
     from analysis.decide_methods import attach_actuals, decide
 
-    corpora = list(spec.corpora)
+    grid = results[~results.run.isin(targets)]
+    corpora = [c for c in spec.corpora if (grid.dataset == c).any()]  # with grid runs evaluated
     metrics = comparable_metrics(results, corpora, list(spec.evaluation.tasks))
-    empty = pd.DataFrame(columns=list(COLUMNS))
+    empty = pd.DataFrame(columns=list(COLUMNS) + list(EXTRA_COLUMNS))
     if len(corpora) < 2 or not metrics:
         missing.append("decisions: a decision compares two corpora on a metric both are "
-                       "measured on; this study has " + (f"{len(corpora)} corpus"
-                                                         if len(corpora) < 2 else "no such metric"))
+                       "measured on; this study has " + (
+                           f"{len(corpora)} corpus with evaluated grid runs" if len(corpora) < 2
+                           else "no such metric"))
         return empty, None
-    grid = results[~results.run.isin(targets)]
     aims = results[results.run.isin(targets)]
     configs = aims[["N", "D", "C"]].drop_duplicates().sort_values("C").reset_index(drop=True)
     if configs.empty:  # no target evaluated yet: decide at the spec's targets as planned
@@ -68,7 +72,7 @@ def study_decisions(results: pd.DataFrame, spec, targets: list[str], *, progress
         missing.append(f"decisions: {exc}")
         return empty, None
     table = attach_actuals(made.table, results[["dataset", "N", "D", *metrics]], configs)
-    return table[list(COLUMNS)], made.selection
+    return table[list(COLUMNS) + list(EXTRA_COLUMNS)], made.selection
 
 
 def decision_lines(table: pd.DataFrame, corpora: list[str], label) -> list[str]:
@@ -84,9 +88,10 @@ def decision_lines(table: pd.DataFrame, corpora: list[str], label) -> list[str]:
         if mine.empty:
             continue
         ranking = rank_corpora(mine.rename(columns={}))
-        for key, group in ranking.groupby(["target", "metric"] if "target" in ranking else
-                                          ["metric"], sort=False):
-            target, metric = (key if isinstance(key, tuple) else (None, key))
+        keys = ["target", "metric"] if "target" in ranking else ["metric"]
+        for key, group in ranking.groupby(keys, sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            target, metric = (None, *key) if len(key) == 1 else key
             order = []
             for row in group.itertuples():
                 odds = (f" (p {row.p_beats_next:.2f} of beating {group.data.iloc[row.rank]})"
@@ -97,26 +102,37 @@ def decision_lines(table: pd.DataFrame, corpora: list[str], label) -> list[str]:
     return lines
 
 
+def identified(law) -> bool:
+    """Whether a law's parameters are pinned by its data: none at a bound of its fit, none in a
+    flat direction of the objective. An optimum N* of a law with an exponent at 0 says nothing."""
+    return not any("bound" in w or "not identifiable" in w for w in law.warnings)
+
+
 def allocation(fits, results: pd.DataFrame, spec, budgets, level: float) -> pd.DataFrame:
     """N*, D* and the loss at each budget, per corpus, by approaches 2 and 3 (``ALLOCATION_
     COLUMNS``); an approach the grid cannot support (approach 2 needs three budgets whose runs
-    bracket their optimum) is left out."""
+    bracket their optimum; approach 3 a law whose parameters it identifies) is left out."""
     from analysis.allocation import isoflop_optimum, parametric_optimum
     from l2l.fits import loss_column
 
     frames = []
     for corpus in spec.corpora:
         law = fits.laws.get(f"chinchilla-{corpus}")
-        if law is not None:
-            frames.append(parametric_optimum(law, budgets, level).assign(data=corpus))
         runs = results[results.dataset == corpus]
         column = loss_column(corpus)
-        if column in runs:
-            try:
-                frames.append(isoflop_optimum(runs[["N", "C", column]], budgets, loss=column,
-                                              level=level).assign(data=corpus))
-            except ValueError:
-                pass  # too few bracketed budgets: approach 3 only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for approach in ("3", "2"):
+                try:
+                    if approach == "3" and law is not None and identified(law):
+                        frames.append(parametric_optimum(law, budgets, level).assign(data=corpus))
+                    elif approach == "2" and column in runs:
+                        frames.append(isoflop_optimum(runs[["N", "C", column]], budgets,
+                                                      loss=column, level=level).assign(data=corpus))
+                except ValueError:
+                    # approach 2 without three bracketed budgets, approach 3 with a law whose
+                    # optimum runs off (an exponent at 0 on a small grid): left out
+                    continue
     if not frames:
         return pd.DataFrame(columns=list(ALLOCATION_COLUMNS))
     return pd.concat(frames, ignore_index=True)[list(ALLOCATION_COLUMNS)]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l2l.layout import LAWS_DIR, PREDICTIONS
+from l2l.layout import DECISIONS, LAWS_DIR, PREDICTIONS
 
 PREDICTION_COLUMNS = ("run", "dataset", "quantity", "kind", "law", "method", "choice", "given",
                       "prediction", "lower", "upper", "actual", "relative_error", "covered",
@@ -88,6 +88,9 @@ class StudyFits:
     predictions: pd.DataFrame | None = None
     selection: dict = field(default_factory=dict)
     """kind -> the nested backtests' scores of every candidate (``select_predictor``)."""
+    decisions: pd.DataFrame | None = None
+    """Which corpus wins each comparable metric at the targets, with odds (``l2l.decisions``)."""
+    decision_selection: pd.DataFrame | None = None
     missing: list[str] = field(default_factory=list)
     """What could not be fitted or predicted, in words."""
     warnings: list[str] = field(default_factory=list)
@@ -157,7 +160,7 @@ def _pairs(pair_runs, xa, yb, x, y, missing, a, b) -> pd.DataFrame | None:
 def _usable(q: Quantity, missing: list[str]) -> bool:
     """Grid rows with every value a law needs; a metric nobody measured is reported."""
     needed = ["actual"] + (["actual_x"] if "actual_x" in q.fit else [])
-    finite = np.isfinite(q.fit[needed].to_numpy(float)).all(axis=1)
+    finite = np.isfinite(q.fit[needed].astype(float).to_numpy()).all(axis=1)
     dropped = int((~finite).sum())
     if dropped:
         missing.append(f"{q.name}: {dropped} grid run(s) without {q.column}"
@@ -192,6 +195,10 @@ def fit_study(results: pd.DataFrame, spec, targets: list[str], *, progress: bool
             rows.append(prediction_row(quantity, target, result.method, result.choice,
                                        quantity.name, result.point[i], result.lower[i],
                                        result.upper[i], result.note))
+    from l2l.decisions import study_decisions
+
+    fits.decisions, fits.decision_selection = study_decisions(
+        results, spec, targets, progress=progress, missing=fits.missing)
     frame = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     order = {m: i for i, m in enumerate(METHODS)}
     fits.predictions = frame.assign(_o=frame["method"].map(order)).sort_values(
@@ -246,7 +253,11 @@ def save_fits(fits: StudyFits, study_dir: str | Path) -> list[Path]:
         if fresh.exists():
             shutil.rmtree(fresh, ignore_errors=True)
     write_atomic(study / PREDICTIONS, fits.predictions.to_csv(index=False))
-    return [study / LAWS_DIR / name for name in fits.laws] + [study / PREDICTIONS]
+    written = [study / LAWS_DIR / name for name in fits.laws] + [study / PREDICTIONS]
+    if fits.decisions is not None:
+        write_atomic(study / DECISIONS, fits.decisions.to_csv(index=False))
+        written.append(study / DECISIONS)
+    return written
 
 
 def quiet(function, *args, caught: list[str], label: str, **kwargs):

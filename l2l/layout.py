@@ -11,6 +11,7 @@ the ``configs/`` folder. The l2l command adds, stage by stage::
     STUDY/results.jsonl     l2l eval: the tidy results table (evaluation writes, analysis reads)
     STUDY/laws/<name>/      l2l fit: every fitted law (``analysis.load_law``)
     STUDY/predictions.csv   l2l fit: the target runs as the laws predict them
+    STUDY/decisions.csv     l2l fit: which corpus wins each metric at the targets, with odds
     STUDY/report.md         l2l report, with its figures in STUDY/figures/*.png
     STUDY/release/          l2l release: the study laid out as a Hub repository
 """
@@ -22,6 +23,7 @@ LOGS_DIR = "logs"
 RESULTS = "results.jsonl"
 LAWS_DIR = "laws"
 PREDICTIONS = "predictions.csv"
+DECISIONS = "decisions.csv"
 REPORT = "report.md"
 FIGURES_DIR = "figures"
 RELEASE_DIR = "release"

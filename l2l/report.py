@@ -122,6 +122,16 @@ def draw_figures(fits, results: pd.DataFrame, targets: list[str], study_dir: str
         unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
         written.append(save_png(fig, out / f"{name}.png"))
+    decisions = getattr(fits, "decisions", None)
+    if decisions is not None and len(decisions):
+        from analysis.decide import gap_figure
+
+        metrics = list(dict.fromkeys(decisions.metric))
+        shown = decisions.assign(metric=[metric_label(m, corpora) for m in decisions.metric])
+        fig = gap_figure(shown, [metric_label(m, corpora) for m in metrics], "selected",
+                         title="predicted gap between corpora at the target (selected method), "
+                               f"{level:.0%} interval")
+        written.append(save_png(fig, out / "decisions.png"))
     return written
 
 
@@ -176,6 +186,55 @@ def bits_per_byte_factors(results: pd.DataFrame, corpora: list[str]) -> dict[str
     return factors
 
 
+def _decision_section(fits, results: pd.DataFrame, spec) -> list[str]:
+    """The study's answer first: which corpus wins each metric at the target scale, and how
+    sure that is; then the compute-optimal allocation at the targets' budgets."""
+    from l2l.decisions import allocation, decision_lines
+
+    corpora = list(spec.corpora)
+    lines = []
+    decisions = fits.decisions
+    if decisions is not None and len(decisions):
+        chosen = ""
+        if fits.decision_selection is not None:
+            picked = fits.decision_selection.loc[fits.decision_selection.chosen, "method"]
+            chosen = f" (the selected method is `{picked.iloc[0]}`" if len(picked) else ""
+            chosen += ", chosen by how its odds scored on decisions inside the grid)" if chosen else ""
+        lines += ["## Which corpus wins at the target scale\n",
+                  "Each metric measured on every model (never a corpus' loss on its own "
+                  "validation set against another's), the corpora ranked by the probability that "
+                  f"a model trained on one has the lower value at the target{chosen}; "
+                  "single-scale: the ranking at the grid's largest budget. `decisions.csv` "
+                  "holds every pair and method.\n",
+                  *decision_lines(decisions, corpora, lambda m: metric_label(m, corpora)), ""]
+        measured = decisions.dropna(subset=["actual_a", "actual_b"])
+        if len(measured):
+            right = {}
+            for method, rows in measured.groupby("method", sort=False):
+                a_won = rows.actual_a < rows.actual_b
+                right[method] = f"{int(((rows.p_a_better >= 0.5) == a_won).sum())} of {len(rows)}"
+            lines += ["Measured at the targets, decisions right: "
+                      + "; ".join(f"{m} {v}" for m, v in right.items()) + ".\n"]
+    budgets = sorted(set(results[results.run.isin(fits.predictions.run)].C)) if (
+        fits.predictions is not None and len(fits.predictions)) else []
+    table = allocation(fits, results, spec, budgets, spec.prediction.level) if budgets else None
+    if table is not None and len(table):
+        lines += ["## Compute-optimal allocation at the targets' budgets\n",
+                  "N* and D* (and the loss there) of each corpus' law, by Chinchilla's "
+                  "approach 3 (the paper's fitted law; interval from its bootstrap) and "
+                  "approach 2 (iso-FLOP parabolas of the grid; interval from resampling runs "
+                  "within each budget). `l2l predict STUDY --budget C` gives them at any C.\n",
+                  _markdown(table.assign(
+                      N=[f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in
+                         zip(table.N, table.N_lower, table.N_upper, strict=True)],
+                      D=[f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in
+                         zip(table.D, table.D_lower, table.D_upper, strict=True)],
+                      loss=[f"{v:.4g} [{lo:.4g}, {hi:.4g}]" for v, lo, hi in
+                            zip(table.loss, table.loss_lower, table.loss_upper, strict=True)],
+                  )[["data", "approach", "C", "N", "D", "loss"]]), ""]
+    return lines
+
+
 def write_report(study_dir: str | Path, *, spec, record: dict, results: pd.DataFrame, fits,
                  figures: list[Path], failures: dict[str, str]) -> Path:
     from analysis.atomic import write_atomic
@@ -201,6 +260,7 @@ def write_report(study_dir: str | Path, *, spec, record: dict, results: pd.DataF
              f"{(grid_runs.D / grid_runs.N).min():.3g} to {(grid_runs.D / grid_runs.N).max():.3g}"
              if len(grid_runs) else "- grid: no evaluated run",
              f"- {SIGN}\n"]
+    lines += _decision_section(fits, results, spec)
     lines.append("## Target runs: predicted against measured\n")
     if preds is not None and len(preds):
         summary = _method_summary(preds)

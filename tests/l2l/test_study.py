@@ -168,3 +168,53 @@ def test_the_packages_launcher_trains_an_l2l_study_at_its_planned_widths(tmp_pat
     for run, path in write_run_configs(tmp_path / "s"):
         cfg = TrainingConfig.from_yaml(path)
         assert (cfg.model.d_model or 64 * cfg.model.n_layers) == widths[run.run]
+
+
+def test_every_study_decides_between_its_corpora_with_odds(tmp_path):
+    """decisions.csv: every comparable metric (each corpus' held-out loss, the task; never a
+    corpus' own loss against another's), the pair, single-scale and the new methods, the
+    targets' measured values beside. Each corpus' models are best on its own validation set; b's
+    models are best on the task (its law's coefficients are smaller)."""
+    from l2l.decisions import COLUMNS
+
+    results = _synthetic_results()
+    fits = fit_study(results, synthetic_spec(), ["a-12", "b-12"], progress=False)
+    table = fits.decisions
+    assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert set(table.metric) == {loss_column("a"), loss_column("b"), task_column("t")}
+    assert "val_loss" not in set(table.metric)
+    assert {"single_scale", "selected"} <= set(table.method)
+    assert set(zip(table.data_a, table.data_b)) == {("a", "b")}
+    assert table.actual_a.notna().all() and table.actual_b.notna().all()
+    selected = table[table.method == "selected"].set_index("metric").p_a_better
+    assert selected[loss_column("a")] > 0.9 and selected[loss_column("b")] < 0.1
+    assert selected[task_column("t")] < 0.1
+    from l2l.fits import save_fits
+
+    study = tmp_path / "study"
+    study.mkdir()
+    save_fits(fits, study)
+    written = pd.read_csv(study / "decisions.csv")
+    assert list(written.columns[:len(COLUMNS)]) == list(COLUMNS) and len(written) == len(table)
+
+
+def test_a_refit_leaves_no_law_of_the_earlier_fit_behind(tmp_path):
+    """A fit that can no longer make a law (a NaN loss, a run removed) replaces laws/ as a
+    whole: the stale law would otherwise be read, and released, beside the new ones."""
+    from l2l.fits import save_fits
+
+    results = _synthetic_results()
+    study = tmp_path / "study"
+    study.mkdir()
+    save_fits(fit_study(results, synthetic_spec(), ["a-12", "b-12"], progress=False), study)
+    before = {p.name for p in (study / "laws").iterdir()}
+    fewer = results[~((results.dataset == "a") & (results.run != "a-12"))]  # a has no grid left
+    save_fits(fit_study(fewer, synthetic_spec(), ["a-12", "b-12"], progress=False), study)
+    after = {p.name for p in (study / "laws").iterdir()}
+    assert "chinchilla-a" in before and "chinchilla-a" not in after and after < before
+    assert not list(study.glob(".laws*"))  # no temporary folder left behind
+
+
+def test_predict_budget_is_checked(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--budget", "-1"]) == 2
+    assert "--budget -1.0: a FLOP budget is a positive number" in capsys.readouterr().err
