@@ -184,7 +184,7 @@ def test_every_study_decides_between_its_corpora_with_odds(tmp_path):
     assert set(table.metric) == {loss_column("a"), loss_column("b"), task_column("t")}
     assert "val_loss" not in set(table.metric)
     assert {"single_scale", "selected"} <= set(table.method)
-    assert set(zip(table.data_a, table.data_b)) == {("a", "b")}
+    assert set(zip(table.data_a, table.data_b, strict=True)) == {("a", "b")}
     assert table.actual_a.notna().all() and table.actual_b.notna().all()
     selected = table[table.method == "selected"].set_index("metric").p_a_better
     assert selected[loss_column("a")] > 0.9 and selected[loss_column("b")] < 0.1
