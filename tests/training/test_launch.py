@@ -336,3 +336,66 @@ def test_bad_overrides_and_files_are_one_line_errors(tmp_path, tokenizer_dir, da
     (study / "runs.csv").write_text(table.replace(f",{runs[1].steps},", ",many,"))
     assert f"run 2 ({runs[1].run}): column steps: 'many' is not a valid int" in refused(
         capsys, [str(study), "--local", "--dry-run"])
+
+
+def test_a_worker_trains_runs_in_turn_as_their_own_processes_would(tmp_path, tokenizer_dir,
+                                                                    data_dir):
+    """The pool's workers (training.worker: one interpreter, one run after another) train the
+    same weights as a process per run; a run that raises is that run's failure only, and a
+    worker killed mid-run is replaced for the runs after it."""
+    from safetensors.torch import load_file
+
+    from training.launch import run_local, write_run_configs
+
+    apart, together = tmp_path / "apart", tmp_path / "together"
+    runs = plan_tiny_study(apart, tokenizer_dir, data_dir)
+    plan_tiny_study(together, tokenizer_dir, data_dir)
+    for run, config in write_run_configs(apart):
+        run_subprocess([sys.executable, "-m", "training", "--config", str(config), "--resume"])
+    failed = run_local(write_run_configs(together), workers=1, log_dir=together / "logs")
+    assert failed == {}
+    for run in runs:
+        a = load_file(str(apart / run.run / "model.safetensors"))
+        b = load_file(str(together / run.run / "model.safetensors"))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), run.run
+
+    # a run whose config cannot be read fails alone; the worker trains the next one
+    again = tmp_path / "again"
+    runs = plan_tiny_study(again, tokenizer_dir, data_dir)
+    todo = write_run_configs(again)
+    todo[0][1].write_text("model: [not, a, mapping]\n")
+    failed = run_local(todo, workers=1, log_dir=again / "logs")
+    assert list(failed) == [todo[0][0].run] and "model" in failed[todo[0][0].run]
+    assert (again / todo[1][0].run / "final.json").is_file()
+
+
+def test_a_worker_that_dies_with_its_run_is_replaced(tmp_path, monkeypatch):
+    """A run that kills its worker (a segfault, the OOM killer) is reported from its log, with
+    the worker's exit status; the next run gets a new worker."""
+    import training.launch as launch
+
+    class Run:
+        def __init__(self, name, C):
+            self.run, self.C = name, C
+
+    script = tmp_path / "fake_worker.py"
+    script.write_text(
+        "import os, sys\n"
+        "for line in sys.stdin:\n"
+        "    config, _, log = line.rstrip('\\n').partition('\\t')\n"
+        "    open(log, 'a').write('training ' + config + '\\n')\n"
+        "    if config.endswith('crash.yaml'):\n"
+        "        os._exit(137)\n"
+        "    print('done\\t0', flush=True)\n")
+    real = launch.subprocess.Popen
+
+    def popen(cmd, **kwargs):
+        return real([sys.executable, str(script)], **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    todo = [(Run("first", 3.0), tmp_path / "crash.yaml"), (Run("second", 2.0), tmp_path / "ok.yaml"),
+            (Run("third", 1.0), tmp_path / "ok2.yaml")]
+    failed = launch._run_pool(todo, None, None, 1, tmp_path / "logs")
+    assert list(failed) == ["first"], failed
+    assert "its process ended with exit status 137" in failed["first"]
+    assert "training" in (tmp_path / "logs" / "third.log").read_text()

@@ -26,6 +26,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def run_local(todo: list[tuple[PlannedRun, Path]], accelerate_config_path: Path 
     its exit status. ``workers=N``: a pool of N single-thread processes (threads of runs sharing
     the cores only wait for each other), the largest budgets first so that the pool ends
     together, each appending its output to ``log_dir/<run>.log``; a failure's why is its log's
-    ``failure_line``."""
+    ``failure_line``. Plain runs (no accelerate config) train in N ``training.worker``
+    processes, one run after another in each, which saves an interpreter's start, torch's and
+    transformers' imports per run."""
     if dry_run:
         for run, config in todo:
             say(f"would train {run.run}: {shlex.join(train_command(config, accelerate_config_path, num_processes))}")
@@ -137,22 +140,73 @@ def _run_pool(todo, accelerate_config_path, num_processes, workers: int, log_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
     failed: dict[str, str] = {}
-    bar = tqdm(total=len(todo), desc="training", unit="run")
+    order = sorted(todo, key=lambda item: -item[0].C)  # the largest first: the pool ends together
+    # The bar counts FLOPs (C), not runs: its rate and time left mean something from the first
+    # run on, however unequal the runs.
+    bar = tqdm(total=sum(run.C for run, _ in order), desc="training", unit="FLOP",
+               unit_scale=True, bar_format="{l_bar}{bar}| {n:.3g}/{total:.3g} FLOPs "
+               "[{elapsed}<{remaining}]{postfix}")
+    done = [0]
+    in_process = accelerate_config_path is None  # plain runs: a worker trains them in turn
+    pending = list(order)
+    lock = threading.Lock()
 
-    def train_one(item: tuple[PlannedRun, Path]) -> None:
-        run, config = item
-        log = log_dir / f"{run.run}.log"
-        with open(log, "a") as out:
-            code = subprocess.run(train_command(config, accelerate_config_path, num_processes),
-                                  stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    def next_run():
+        with lock:
+            return pending.pop(0) if pending else None
+
+    def finish(run: PlannedRun, code: int, log: Path, note: str = "") -> None:
         if code != 0:
-            failed[run.run] = failure_line(log, default=f"exit status {code}")
-        bar.update(1)
+            failed[run.run] = failure_line(log, default=f"exit status {code}") + note
+        with lock:
+            done[0] += 1
+            bar.update(run.C)
+            bar.set_postfix_str(f"{done[0]}/{len(order)} runs")
+
+    def serve() -> None:
+        worker = None
+        while (item := next_run()) is not None:
+            run, config = item
+            log = log_dir / f"{run.run}.log"
+            if not in_process:
+                with open(log, "a") as out:
+                    code = subprocess.run(
+                        train_command(config, accelerate_config_path, num_processes),
+                        stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+                finish(run, code, log)
+                continue
+            if worker is None or worker.poll() is not None:
+                worker = subprocess.Popen([sys.executable, "-m", "training.worker"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True, env=env)
+            code, note = _ask(worker, config, log)
+            finish(run, code, log, note)
+        if worker is not None and worker.poll() is None:
+            worker.stdin.close()
+            worker.wait()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(train_one, sorted(todo, key=lambda item: -item[0].C)))
+        for future in [pool.submit(serve) for _ in range(min(workers, len(order)))]:
+            future.result()
     bar.close()
     return failed
+
+
+def _ask(worker: subprocess.Popen, config: Path, log: Path) -> tuple[int, str]:
+    """Have a ``training.worker`` train one run; its exit status, and a note when the worker
+    died with it (the run is then reported from its log, and a new worker takes the next)."""
+    from training.worker import PROTOCOL_DONE
+
+    try:
+        worker.stdin.write(f"{config}\t{log}\n")
+        worker.stdin.flush()
+        answer = worker.stdout.readline()
+    except (BrokenPipeError, OSError):
+        answer = ""
+    if answer.startswith(PROTOCOL_DONE + "\t"):
+        return int(answer.split("\t")[1]), ""
+    code = worker.wait()
+    return code or 1, f" (its process ended with exit status {code})"
 
 
 # A Python exception's last traceback line ("RuntimeError: ...", "torch.OutOfMemoryError: ...").
