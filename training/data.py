@@ -276,6 +276,28 @@ def build_corpus(
     return built
 
 
+def prepare_corpora(configs, *, progress: bool = True, say=print) -> None:
+    """Build, before any run of a study starts, the shards its runs will read: each corpus once
+    (per tokenizer, context and held-out size), as large as its most demanding run needs. The
+    runs then find them built, and the wait is shown here, corpus by corpus, rather than spent
+    in silence inside the first runs. ``configs``: the runs' ``TrainingConfig``s."""
+    needs: dict[tuple, int] = {}
+    for cfg in configs:
+        d = cfg.data
+        key = (d.corpus, d.tokenizer, d.data_dir, d.seq_len, d.val_sequences, d.text_field,
+               d.hub_mirror)
+        tokens = d.train_tokens or cfg.total_steps * cfg.batch.global_batch_size * d.seq_len
+        needs[key] = max(needs.get(key, 0), tokens)
+    for (corpus, tokenizer, data_dir, seq_len, val_sequences, text_field, hub_mirror), tokens in (
+            needs.items()):
+        say(f"[data] {corpus}: tokenising {tokens:,} training tokens (and the held-out "
+            "split) once for every run, unless built before")
+        build_corpus(corpus, load_tokenizer(tokenizer), tokenizer_name=tokenizer,
+                     data_dir=data_dir, seq_len=seq_len, val_sequences=val_sequences,
+                     train_tokens=tokens, text_field=text_field, hub_mirror=hub_mirror,
+                     progress=progress)
+
+
 def _enough(built: BuiltCorpus, want_sequences: int) -> bool:
     return built.num_train_sequences >= want_sequences or built.index["train"]["exhausted"]
 

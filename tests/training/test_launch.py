@@ -393,6 +393,7 @@ def test_a_worker_that_dies_with_its_run_is_replaced(tmp_path, monkeypatch):
         return real([sys.executable, str(script)], **kwargs)
 
     monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    monkeypatch.setattr("training.data.prepare_corpora", lambda configs: None)  # no corpora
     todo = [(Run("first", 3.0), tmp_path / "crash.yaml"), (Run("second", 2.0), tmp_path / "ok.yaml"),
             (Run("third", 1.0), tmp_path / "ok2.yaml")]
     failed = launch._run_pool(todo, None, None, 1, tmp_path / "logs")

@@ -136,7 +136,16 @@ def _run_pool(todo, accelerate_config_path, num_processes, workers: int, log_dir
 
     from tqdm.auto import tqdm
 
+    from training.data import prepare_corpora
+
     log_dir.mkdir(parents=True, exist_ok=True)
+    readable = []
+    for _, config in todo:
+        try:
+            readable.append(TrainingConfig.from_yaml(config))
+        except ValueError:
+            continue  # that run fails on its own, with its own message
+    prepare_corpora(readable)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
     failed: dict[str, str] = {}
@@ -298,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
           f"finished, {len(todo)} to run")
     if not todo:
         return 0
-    failed = run_local(todo, accel, args.num_processes, workers=args.workers,
-                       log_dir=Path(args.study) / "logs", dry_run=args.dry_run)
+    try:
+        failed = run_local(todo, accel, args.num_processes, workers=args.workers,
+                           log_dir=Path(args.study) / "logs", dry_run=args.dry_run)
+    except (OSError, ValueError) as exc:  # a corpus that cannot be read, found before any run
+        parser.exit(2, f"error: {exc}\n")
     for run, why in failed.items():
         print(f"{run} failed: {why}", file=sys.stderr)
     if failed:
