@@ -138,16 +138,33 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(folder: Path, names) -> dict[str, dict]:
+    """Size and SHA-256 of the files ``names`` of ``folder`` (a manifest's ``files``)."""
+    return {name: {"size": (folder / name).stat().st_size, "sha256": _file_sha256(folder / name)}
+            for name in sorted(names)}
+
+
+def check_files(folder: Path, files: dict) -> str | None:
+    """None when every file of a manifest's ``files`` is in ``folder`` with its size and
+    checksum, else what is wrong, in words."""
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size} bytes, its manifest says {expected['size']}"
+        if _file_sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum (its bytes changed after it was written)"
+    return None
+
+
 def write_manifest(folder: Path) -> None:
     """``manifest.json``: size and SHA-256 of every other file in ``folder`` (written last)."""
-    files = {
-        str(child.relative_to(folder)): {"size": child.stat().st_size,
-                                         "sha256": _file_sha256(child)}
-        for child in sorted(folder.rglob("*"))
-        if child.is_file() and child.name not in (MANIFEST, MANIFEST + ".tmp")
-    }
+    names = [str(child.relative_to(folder)) for child in sorted(folder.rglob("*"))
+             if child.is_file() and child.name not in (MANIFEST, MANIFEST + ".tmp")]
     tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"files": files}, indent=1))
+    tmp.write_text(json.dumps({"files": file_digests(folder, names)}, indent=1))
     tmp.replace(folder / MANIFEST)
 
 
@@ -163,16 +180,7 @@ def verify_checkpoint(folder: Path) -> str | None:
         files = json.loads(manifest_path.read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"its {MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
-    for name, expected in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        size = path.stat().st_size
-        if size != expected["size"]:
-            return f"{name} has {size} bytes, its manifest says {expected['size']}"
-        if _file_sha256(path) != expected["sha256"]:
-            return f"{name} does not match its checksum (its bytes changed after it was written)"
-    return None
+    return check_files(folder, files)
 
 
 def resumable_checkpoint(root: str | os.PathLike,

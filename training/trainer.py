@@ -39,6 +39,7 @@ import torch
 
 from analysis.atomic import write_atomic
 from training.checkpoint import (
+    file_digests,
     latest_checkpoint,
     load_checkpoint,
     read_train_state,
@@ -63,6 +64,11 @@ from training.study import FINAL_NAME, run_finished
 # The run's corpus as it was when the run started (``source_fingerprint``): a resume refuses a
 # corpus whose documents changed since.
 CORPUS_RECORD = "corpus.json"
+
+
+# The files of the final model besides its weights (``*.safetensors``) that final.json records
+# with their checksums.
+MODEL_FILES = ("config.json", "model.safetensors.index.json")
 
 
 class OutOfMemoryError(RuntimeError):
@@ -553,6 +559,11 @@ def train(cfg: TrainingConfig) -> dict:
         if main:
             save_final_model(accelerator.unwrap_model(model), state_dict, run_dir)
             tokenizer.save_pretrained(run_dir)
+            # The model's files with their checksums: a release (or anyone) can tell a weight
+            # file damaged after the run finished from the one it trained.
+            final["files"] = file_digests(run_dir, [
+                p.name for p in run_dir.iterdir()
+                if p.name.endswith(".safetensors") or p.name in MODEL_FILES])
             write_atomic(run_dir / FINAL_NAME, json.dumps(final, indent=1))
             log(f"{name}: finished {step} steps, validation loss {val_loss:.4f} -> {run_dir}")
         accelerator.wait_for_everyone()

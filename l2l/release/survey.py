@@ -113,6 +113,17 @@ def read_json(path: Path):
         raise ValueError(f"{path} is not valid JSON ({error})") from None
 
 
+def _damaged(folder: Path, final: dict) -> str | None:
+    """What of a run's model differs from the checksums its final.json recorded (runs from
+    before those checksums are taken as they are)."""
+    from training.checkpoint import check_files
+
+    files = final.get("files")
+    if not isinstance(files, dict):
+        return None
+    return check_files(folder, files)
+
+
 def _planned_runs(study: Path) -> list[str]:
     try:
         return [run.run for run in read_plan(study)]
@@ -196,6 +207,12 @@ def survey_study(study: Path) -> Survey:
         files, why = _run_files(folder)
         if files is None:
             left_out[folder.name] = why
+            continue
+        damaged = _damaged(folder, final)
+        if damaged:
+            left_out[folder.name] = (
+                f"{damaged} since the run finished, by its {FINAL_NAME}: not released; train it "
+                f"again (remove its {FINAL_NAME}: `l2l train` resumes from its last checkpoint)")
             continue
         if config.get("model_type") != "l2l":
             left_out[folder.name] = (

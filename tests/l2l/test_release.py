@@ -650,3 +650,20 @@ def test_a_hub_that_never_answers_or_refuses_is_one_line_not_a_hang(study, monke
     err = capsys.readouterr().err
     assert "error: cannot reach the Hub at http://127.0.0.1:9 (ConnectError" in err
     assert TOKEN not in err
+
+
+def test_a_weight_file_damaged_after_training_is_not_released(study, capsys):
+    """final.json records the model's files with their checksums; a model.safetensors cut in
+    half since is named and left out, never shipped (or pushed)."""
+    from training.checkpoint import file_digests
+
+    folder = study / RUN_A
+    final = json.loads((folder / "final.json").read_text())
+    final["files"] = file_digests(folder, ["model.safetensors", "config.json"])
+    (folder / "final.json").write_text(json.dumps(final))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main([str(study), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"    {RUN_A}: model.safetensors has" in out and "train it again" in out
+    assert not (study / "release" / RUN_A).exists() and (study / "release" / RUN_B).is_dir()

@@ -375,3 +375,15 @@ def test_a_micro_batch_out_of_memory_says_what_to_lower(tmp_path, tokenizer_dir,
     monkeypatch.setattr(trainer, "causal_lm_loss", other)
     with pytest.raises(RuntimeError, match="^shape mismatch$"):
         train(cfg)
+
+
+def test_final_json_records_the_model_files_checksums(tmp_path, tokenizer_dir, data_dir):
+    from training.checkpoint import check_files
+
+    final = train(tiny_config(tokenizer_dir, data_dir, tmp_path))
+    files = final["files"]
+    assert {"model.safetensors", "config.json"} <= set(files)
+    run_dir = tmp_path / "tiny"
+    assert check_files(run_dir, files) is None
+    (run_dir / "model.safetensors").write_bytes(b"\0" * files["model.safetensors"]["size"])
+    assert "does not match its checksum" in check_files(run_dir, files)
