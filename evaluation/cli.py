@@ -17,10 +17,12 @@ import logging
 import re
 import sys
 
+from training.run_lock import LockHeldError
+
 from .downstream import FAMILIES
 from .losses import DEFAULT_LOSS_TOKENS
 from .model_io import ModelLoadError
-from .results import ResultsTable
+from .results import ResultsTable, writing
 from .runner import EvalConfig, evaluate_model, evaluate_study
 from .tasks import TASK_GROUPS, TASKS
 
@@ -125,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             lm_eval_include=args.lm_eval_include,
             progress=not args.quiet,
         )
-        table = ResultsTable(args.out)
-        if args.study:
-            failures = evaluate_study(args.study, cfg, table)
-        else:
-            failures = evaluate_model(args.model, cfg, table)
-    except (ValueError, OSError, ModelLoadError) as err:
+        table = ResultsTable(args.out)  # first: a file that is not a table is refused as such
+        with writing(args.out):
+            if args.study:
+                failures = evaluate_study(args.study, cfg, table)
+            else:
+                failures = evaluate_model(args.model, cfg, table)
+    except (ValueError, OSError, ModelLoadError, LockHeldError) as err:
         # OSError: a results table that cannot be written (disk full, permissions), besides the
         # FileNotFoundError of a missing folder; every row before it is in the table.
         print(f"error: {_one_line(err)}", file=sys.stderr)

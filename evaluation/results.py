@@ -33,6 +33,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["COLUMNS", "ResultsTable"]  # COLUMNS: the reader's, the one schema
 
 
+def writing(path: str | Path):
+    """``with writing(path):`` one evaluation at a time appends to a results table: a second one
+    would compute the same missing metrics and append them again (duplicate rows). The lock is
+    a hidden sibling of the table, held until the evaluation ends (or its process dies)."""
+    from training.run_lock import FileLock, LockHeldError
+
+    path = Path(path)
+
+    class TableLock(FileLock):
+        def refusal(self, holder: str) -> LockHeldError:
+            return LockHeldError(f"another evaluation is writing {path} ({holder}); wait for it "
+                                 "to finish, or write to another --out")
+
+    return TableLock(path.with_name(f".{path.name}.lock"))
+
+
 class ResultsTable:
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -240,8 +240,31 @@ def _fit(study: Path, progress: bool):
     if not (study / RESULTS).is_file():
         raise ValueError(f"{study} has no {RESULTS} yet: run `l2l eval {study}` first")
     results = wide(read_results(study / RESULTS))  # one row per run
+    results, notes = _planned_only(study, results, record["targets"])
     fits = fit_study(results, spec, record["targets"], progress=progress)
+    fits.missing = notes + fits.missing
     return spec, record, results, fits
+
+
+def _planned_only(study: Path, results, targets: list[str]):
+    """The results of the runs the study plans, and in words what is off: planned grid runs
+    without results (never trained or evaluated), and results of runs its runs.csv does not
+    plan (an edited plan, a copied run), which are left out of every fit."""
+    from training.study import read_plan
+
+    planned = {run.run for run in read_plan(study)}
+    notes = []
+    absent = sorted(planned - set(targets) - set(results.run))
+    if absent:
+        notes.append(f"{len(absent)} planned grid run(s) have no results (not trained or not "
+                     f"evaluated), so the fits do without them: {', '.join(absent[:5])}"
+                     + (" ..." if len(absent) > 5 else ""))
+    foreign = sorted(set(results.run) - planned)
+    if foreign:
+        notes.append(f"{len(foreign)} run(s) in the results table are not in the study's runs.csv "
+                     f"(an edited plan, a copied run) and are left out of every fit: "
+                     f"{', '.join(foreign[:5])}" + (" ..." if len(foreign) > 5 else ""))
+    return results[results.run.isin(planned)].reset_index(drop=True), notes
 
 
 def cmd_fit(args) -> int:

@@ -157,6 +157,7 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
     """Evaluate every finished run on every corpus' held-out split and the spec's tasks into
     ``STUDY/results.jsonl``; metrics already in the table are not computed again."""
     from evaluation import EvalConfig, ResultsTable, runner
+    from evaluation.results import writing
     from training.study import finished_folders
 
     study = Path(study_dir)
@@ -175,6 +176,7 @@ def evaluate_study(study_dir: str | Path, *, allow_hub: bool | None = None,
     table = ResultsTable(study / RESULTS)
     report = StageReport()
     report.done = [folder.name for folder in finished_folders(study)]
-    for failure in runner.evaluate_study(study, cfg, table):
-        report.failed[f"{failure.run}: {failure.what}"] = failure.error
+    with writing(study / RESULTS):
+        for failure in runner.evaluate_study(study, cfg, table):
+            report.failed[f"{failure.run}: {failure.what}"] = failure.error
     return report

@@ -526,3 +526,19 @@ def test_a_study_shows_one_bar_not_one_per_model_and_metric(study, tmp_path, tas
     from transformers.utils import logging as transformers_logging
 
     assert transformers_logging.is_progress_bar_enabled()  # put back as it was
+
+
+def test_two_evaluations_never_append_to_one_table_at_once(study, tmp_path, task_dir, capsys):
+    """A second evaluation into a table another one is writing would compute the same missing
+    metrics and append them twice: it is refused with one line, the table untouched."""
+    from evaluation.results import writing
+
+    corpus = write_corpus(tmp_path / "c4.jsonl")
+    out = tmp_path / "results.jsonl"
+    out.write_text("")
+    with writing(out):
+        assert main(sweep_args(study, out, task_dir, corpus)) == 2
+    err = capsys.readouterr().err
+    assert f"error: another evaluation is writing {out}" in err and "another --out" in err
+    assert out.read_text() == ""
+    assert main(sweep_args(study, out, task_dir, corpus)) == 0  # once it is free
