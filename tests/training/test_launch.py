@@ -350,7 +350,7 @@ def test_a_worker_trains_runs_in_turn_as_their_own_processes_would(tmp_path, tok
     apart, together = tmp_path / "apart", tmp_path / "together"
     runs = plan_tiny_study(apart, tokenizer_dir, data_dir)
     plan_tiny_study(together, tokenizer_dir, data_dir)
-    for run, config in write_run_configs(apart):
+    for _, config in write_run_configs(apart):
         run_subprocess([sys.executable, "-m", "training", "--config", str(config), "--resume"])
     failed = run_local(write_run_configs(together), workers=1, log_dir=together / "logs")
     assert failed == {}
