@@ -35,7 +35,7 @@ from analysis.predictors import (
 )
 
 SCALE = "C"  # every nested cut is a budget: targets lie beyond the grid in compute
-MIN_CUT_RUNS = 8  # a nested fit needs room for Chinchilla's 5 parameters and a few errors
+MIN_CUT_RUNS = 7  # a nested fit needs room for Chinchilla's 5 parameters and two points more
 MIN_CUT_LEVELS = 3  # ... and three budgets at least, or its extrapolation is unanchored
 # A prior on Chinchilla's exponents, as bounds: the range of the published fits. Brandfonbrener
 # et al.'s 138 Chinchilla fits of six corpora (their notebooks' opt_params_data.csv) lie between

@@ -56,7 +56,6 @@ _ON_GPUS = dict(
            "the gated Llama-2 tokenizer (accept its licence, then `hf auth login`)"],
 )
 _OFFLINE_CORPORA = {"python-stdlib": "python-stdlib", "python-prose": "python-prose"}
-_TINY_SHAPES = [Shape(64, 1), Shape(64, 2), Shape(128, 1), Shape(128, 2)]
 
 
 def _presets() -> dict[str, StudySpec]:
@@ -64,16 +63,21 @@ def _presets() -> dict[str, StudySpec]:
         StudySpec(
             name="tiny",
             description="code (the standard library's sources) against English prose (its "
-            "docstrings, comments and help topics): 4 shapes at 5 budgets (an iso-FLOP grid "
-            "over 1.2 decades, D/N 0.06 to 20) per corpus, and a two-layer width-128 run at 3x "
-            "the largest budget that the fits never see; about 10 minutes on 2 CPU cores, offline",
+            "docstrings, comments and help topics): 6 shapes at 6 budgets over a decade of "
+            "compute, the iso-FLOP points with 2 < D/N < 200 as in the loss-to-loss paper's "
+            "sweep (16 runs per corpus), and a two-layer width-128 run at 3x the largest budget "
+            "that the fits never see; about 10 minutes on 2 CPU cores, offline",
             corpora=dict(_OFFLINE_CORPORA),
             # A small vocabulary: the embeddings are most of a tiny model's parameters, and with
-            # fewer of them the runs reach the tokens per parameter the papers fit.
-            tokenizer="bpe:512",
-            grid=Grid(shapes=list(_TINY_SHAPES), budgets=[1e11, 2e11, 4e11, 8e11, 1.6e12]),
-            targets=[Target(Shape(128, 2), flop_budget=4.8e12)],
-            recipe=_offline_recipe(512, batch=16),
+            # fewer of them the runs reach the tokens per parameter the papers fit on a CPU's
+            # budget; models deeper than wide at width 64 fill the small budgets.
+            tokenizer="bpe:384",
+            grid=Grid(shapes=[Shape(64, layers) for layers in (1, 2, 3, 4)]
+                      + [Shape(128, 1), Shape(128, 2)],
+                      budgets=[1.25e11, 2e11, 3.2e11, 5.12e11, 8.19e11, 1.31e12],
+                      tokens_per_param_range=PAPER_RATIO_RANGE),
+            targets=[Target(Shape(128, 2), flop_budget=3.9e12)],
+            recipe=_offline_recipe(384, batch=16),
             scaling="inverse-sqrt-width",
         ),
         StudySpec(

@@ -148,6 +148,20 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> StudySpec:
+        """A spec from plain data. A partial ``recipe`` overrides the default recipe's fields
+        (a field left out keeps its default, as everywhere else), and with a ``bpe:V``
+        tokenizer the model's vocabulary is V unless the recipe says otherwise."""
+        data = dict(data)
+        recipe = data.get("recipe")
+        if isinstance(recipe, dict):
+            merged = _overlay(to_plain(TrainingConfig.tiny_cpu()), recipe)
+            tokenizer = str(data.get("tokenizer", ""))
+            if tokenizer.startswith(BPE_PREFIX) and "vocab_size" not in recipe.get("model", {}):
+                try:
+                    merged["model"]["vocab_size"] = int(tokenizer[len(BPE_PREFIX):])
+                except ValueError:
+                    pass  # check() names the bad tokenizer
+            data["recipe"] = merged
         return from_plain(cls, data).check()
 
     @classmethod
@@ -270,6 +284,18 @@ class StudySpec:
                 raise ConfigError(f"{where}.flop_budget: {target.flop_budget:g} is inside the grid "
                                   f"(its largest budget is {top:g}); a target lies beyond the "
                                   "grid, or there is nothing to predict")
+
+
+def _overlay(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied section by section (a key unknown to ``base`` is kept,
+    for the typed check to name)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _check_shape(shape: Shape, where: str) -> None:

@@ -80,7 +80,7 @@ def test_print_config_is_a_spec_that_plans_the_same_runs(tmp_path, capsys):
      r"targets\[0\].flop_budget: 1e\+11 is inside the grid"),
     ({"grid": {"shapes": [{"width": 100, "layers": 1}], "budgets": [1e11]}},
      r"grid.shapes\[0\].width: 100 must be a positive multiple of 64"),
-    ({"tokenizer": "bpe:1024"}, r"recipe.model.vocab_size: 512 does not match the tokenizer"),
+    ({"tokenizer": "bpe:1024"}, r"recipe.model.vocab_size: 384 does not match the tokenizer"),
     ({"corpora": {"my corpus": "x.jsonl"}}, r"corpora.my corpus: a label is 1 to 64 letters"),
     ({"recipe.optim.lr": -1}, r"recipe.optim.lr: must be a finite number > 0"),
 ])
@@ -134,14 +134,15 @@ def test_corpus_flag_replaces_the_corpora_and_bad_sources_are_named(tmp_path, ca
 def test_tiny_plan_is_the_grid_and_one_target_per_corpus():
     runs, targets = plan_runs(get_preset("tiny"))
     spec = PRESETS["tiny"]
-    assert len(runs) == 2 * (4 * 5 + 1) and len(targets) == 2
+    assert len(runs) == 2 * (16 + 1) and len(targets) == 2
     tokens_per_step = spec.recipe.batch.global_batch_size * spec.recipe.data.seq_len
     for run in runs:
         assert run.N == param_count(run.d_model, run.n_layers, spec.vocab_size)
         assert run.D == run.steps * tokens_per_step  # the tokens trained, whole steps
         assert abs(6 * run.N * run.D - run.C) / run.C < 0.05
     target_runs = [r for r in runs if r.run in targets]
-    assert {(r.d_model, r.n_layers, r.C) for r in target_runs} == {(128, 2, 4.8e12)}
+    assert {(r.d_model, r.n_layers, r.C) for r in target_runs} == {(128, 2, 3.9e12)}
+    assert all(2 < r.tokens_per_param < 200 for r in runs)  # the papers' range, targets too
 
 
 def test_a_plan_trains_the_study_tokenizer_on_every_corpus(tmp_path):
@@ -248,3 +249,20 @@ def test_slurm_dry_run_writes_configs_and_prints_the_dependent_jobs(tmp_path, ca
     assert f"-m l2l study --config {(tmp_path / 'p' / 'spec.yaml').resolve()}" in out
     assert "--follow-up" in out
     assert len(list((tmp_path / "p" / "configs").glob("L2L_*.yaml"))) == 96
+
+
+def test_the_readme_spec_plans_as_written(tmp_path):
+    """The README's example spec (its yaml block under 'Your own study'), its corpora pointed at
+    two small local files: a partial recipe keeps the default recipe's other fields, and the
+    vocabulary follows the bpe tokenizer."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Your own study"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    data = yaml.safe_load(block[:block.index("```")])
+    data["corpora"] = small_spec(tmp_path).corpora
+    spec = StudySpec.from_dict(data)
+    assert spec.recipe.model.vocab_size == spec.bpe_vocab
+    assert spec.recipe.optim.lr == data["recipe"]["optim"]["lr"]
+    assert spec.recipe.data.seq_len == get_preset("tiny").recipe.data.seq_len
+    runs, targets = plan_runs(spec)
+    assert targets and all(2 < r.tokens_per_param < 200 for r in runs if r.run not in targets)
