@@ -312,8 +312,35 @@ def make_report(study: Path, progress: bool = True, failures: dict | None = None
     save_fits(fits, study)
     figures = draw_figures(fits, results, record["targets"], study, spec.prediction.level,
                            list(spec.corpora))
-    return write_report(study, spec=spec, record=record, results=results, fits=fits,
+    path = write_report(study, spec=spec, record=record, results=results, fits=fits,
                         figures=figures, failures=failures or {})
+    for line in summary_lines(fits, spec.prediction.level):
+        print(f"[report] {line}", flush=True)
+    return path
+
+
+def summary_lines(fits, level: float) -> list[str]:
+    """What the study found, in a few lines: how the selected and the paper's methods did on the
+    measured targets, and each metric's decision."""
+    lines = []
+    preds = fits.predictions
+    if preds is not None and len(preds):
+        for method in ("selected", "paper"):
+            mine = preds[(preds.method == method) & preds.actual.notna()]
+            if len(mine):
+                lines.append(f"{method}: {len(mine)} measured target predictions, mean absolute "
+                             f"error {mine.relative_error.abs().mean():.2%}, "
+                             f"{int(mine.covered.astype(bool).sum())} inside their {level:.0%} "
+                             "interval")
+    decisions = fits.decisions
+    if decisions is not None and len(decisions):
+        chosen = decisions[decisions.method == "selected"]
+        for row in chosen.itertuples():
+            favourite, other, p = ((row.data_a, row.data_b, row.p_a_better)
+                                   if row.p_a_better >= 0.5 else
+                                   (row.data_b, row.data_a, 1 - row.p_a_better))
+            lines.append(f"{row.metric}: {favourite} beats {other} with probability {p:.2f}")
+    return lines
 
 
 def cmd_study(args) -> int:
