@@ -242,3 +242,28 @@ def test_runs_missing_from_the_results_or_the_plan_are_named(smoke_study, tmp_pa
            f"do without them: {grid[1]}" in report
     assert "1 run(s) in the results table are not in the study's runs.csv" in report
     assert grid[0] in report
+
+
+def test_a_law_that_cannot_be_fitted_is_named_with_its_task(monkeypatch):
+    """A law whose fit fails (a 20-question task file gave 'log_ols ... the fit is impossible',
+    which stopped the study naming neither law nor task): the study says which law failed and
+    why, and makes every other law and prediction as before."""
+    import analysis.workflows as workflows
+
+    real = workflows.fit_loss_to_loss
+
+    def fails_for_the_task(x, y, **kwargs):
+        if kwargs.get("metadata", {}).get("y") == task_column("t"):
+            raise ValueError("log_ols: no point has y above E_y; the fit is impossible")
+        return real(x, y, **kwargs)
+
+    monkeypatch.setattr(workflows, "fit_loss_to_loss", fails_for_the_task)
+    fits = fit_study(_synthetic_results(), synthetic_spec(), ["a-12", "b-12"], progress=False)
+    said = "\n".join(fits.missing)
+    for corpus in ("a", "b"):
+        assert (f"train-to-test-{corpus}-eval-downstream-ce-loss-t-test-ce-loss: the fit failed "
+                "(log_ols: no point has y above E_y; the fit is impossible)") in said
+    paper = fits.predictions[fits.predictions.method == "paper"]
+    assert set(paper.law) == {"chinchilla-a", "chinchilla-b", "train-to-train-a-to-b",
+                              "train-to-train-b-to-a", "train-to-test-a-eval-b-val-CrossEntropyLoss",
+                              "train-to-test-b-eval-a-val-CrossEntropyLoss"}
