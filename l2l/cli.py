@@ -351,6 +351,10 @@ def cmd_study(args) -> int:
     spec = load_spec(args)
     study = _study_dir(args, spec)
     launcher = args.launcher or spec.launch.launcher
+    if launcher == "slurm" and not (args.dry_run or args.follow_up):
+        from training.launch.slurm import require_sbatch
+
+        require_sbatch("--launcher slurm")  # before the plan writes a folder nothing can train
     print(f"[plan] {study}: study {spec.name!r}", flush=True)
     runs = plan_study(spec, study)
     print(f"[plan] {study}: {len(runs)} runs planned", flush=True)

@@ -258,7 +258,10 @@ def test_fit_laws_with_fixed_parameters_start_and_metadata():
     for i, (law, y) in enumerate(zip(laws, targets, strict=True)):
         alone = fit_law("loss_to_loss", inputs, y, fixed=fixed)
         assert law.params == alone.params and law.params["E_x"] == 1.6
-        assert law.metadata == {"i": i}
+        # the caller's metadata, and the range of each input the law was fitted on (what
+        # `python -m analysis predict` measures an extrapolation against)
+        assert law.metadata == {"i": i, "input_ranges": {
+            k: [float(min(v)), float(max(v))] for k, v in inputs.items()}}
     warm = fit_laws("loss_to_loss", [inputs] * 3, targets, start=truth)
     for law, y in zip(warm, targets, strict=True):
         assert law.params == fit_law("loss_to_loss", inputs, y, start=truth).params

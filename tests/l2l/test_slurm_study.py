@@ -166,9 +166,11 @@ def test_without_sbatch_the_slurm_launcher_is_one_line_and_writes_nothing(tmp_pa
     assert done.stderr.strip().splitlines() == [
         "error: --launcher slurm: sbatch is not on PATH (no slurm here); add --dry-run to write "
         "the configs and print the sbatch command, or train here with the local launcher"]
-    assert not (study / "configs").exists() and not (study / "slurm").exists()
+    assert not study.exists()  # refused before the plan: no half-made study to clean up
+    l2l("plan", "--preset", "smoke", "--out", study, cwd=tmp_path, env=env)
     train = l2l("train", study, "--launcher", "slurm", cwd=tmp_path, env=env, check=False)
     assert train.returncode == 2 and "sbatch is not on PATH" in train.stderr
+    assert not (study / "slurm").exists()
 
 
 @pytest.mark.slurm
