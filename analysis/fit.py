@@ -100,7 +100,17 @@ def fit_law(
     problem = make_problem(form, inputs, target, objective=objective, fixed=fixed, bounds=bounds)
     with single_threaded():
         theta, info = solve(problem, start)
-        return _finish(stack([problem]), theta[None], [info], [metadata or {}], bounds)[0]
+        law = _finish(stack([problem]), theta[None], [info], [metadata or {}], bounds)[0]
+    overflowed = [p for p, v in law.params.items() if not np.isfinite(v)]
+    if overflowed:
+        # The objective is fine in log space, but a law whose A is inf predicts nothing: say
+        # which parameters ran off and what pins them, rather than return it.
+        raise ValueError(
+            f"{form} fit ran off: {', '.join(overflowed)} overflowed float64, so these points "
+            "do not pin the law; fix or bound its exponent (fixed=..., bounds=...) or fit more "
+            "of the grid"
+        )
+    return law
 
 
 def fit_laws(
@@ -392,9 +402,14 @@ def _finish(
     prediction = np.exp(value) if spec.output_is_log else value
     laws = []
     for b, (theta, info) in enumerate(zip(thetas, infos, strict=True)):
-        params = spec.from_theta(theta)
+        with np.errstate(over="ignore"):  # named below, not numpy's anonymous warning
+            params = spec.from_theta(theta)
         params.update(problem.fixed)  # exact fixed values, no exp(log(v)) round trip
-        notes = []
+        notes = [
+            f"{p} = exp({theta[j]:.4g}) overflows float64: the fit ran off where the data do not "
+            "bound it (a term that is a step at the grid's edge), so the law predicts nothing"
+            for j, p in enumerate(spec.params) if not np.isfinite(params[p])
+        ]
         lower, upper = problem.lower[b], problem.upper[b]
         for j in free:
             p = spec.params[j]

@@ -291,10 +291,13 @@ def cmd_predict(args) -> int:
                "relative_error"]
     print(fits.predictions[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.budget:
-        table = allocation(fits, results, spec, sorted(args.budget), spec.prediction.level)
+        table, left_out = allocation(fits, results, spec, sorted(args.budget),
+                                     spec.prediction.level)
         print(f"\ncompute-optimal allocation ({spec.prediction.level:.0%} intervals):")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table)
               else "(no law of (N, D) could be fitted on this grid)")
+        for line in left_out:
+            print(f"left out: {line}")
     return 0
 
 

@@ -108,31 +108,42 @@ def identified(law) -> bool:
     return not any("bound" in w or "not identifiable" in w for w in law.warnings)
 
 
-def allocation(fits, results: pd.DataFrame, spec, budgets, level: float) -> pd.DataFrame:
+def allocation(fits, results: pd.DataFrame, spec, budgets,
+               level: float) -> tuple[pd.DataFrame, list[str]]:  # fmt: skip
     """N*, D* and the loss at each budget, per corpus, by approaches 2 and 3 (``ALLOCATION_
-    COLUMNS``); an approach the grid cannot support (approach 2 needs three budgets whose runs
-    bracket their optimum; approach 3 a law whose parameters it identifies) is left out."""
+    COLUMNS``), and one line for each (corpus, approach) the grid cannot support, saying why:
+    approach 2 needs three budgets whose runs bracket their optimum, approach 3 a law whose
+    parameters its data pin."""
     from analysis.allocation import isoflop_optimum, parametric_optimum
     from l2l.fits import loss_column
 
-    frames = []
+    frames, left_out = [], []
     for corpus in spec.corpora:
         law = fits.laws.get(f"chinchilla-{corpus}")
         runs = results[results.dataset == corpus]
         column = loss_column(corpus)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for approach in ("3", "2"):
-                try:
-                    if approach == "3" and law is not None and identified(law):
-                        frames.append(parametric_optimum(law, budgets, level).assign(data=corpus))
-                    elif approach == "2" and column in runs:
-                        frames.append(isoflop_optimum(runs[["N", "C", column]], budgets,
-                                                      loss=column, level=level).assign(data=corpus))
-                except ValueError:
-                    # approach 2 without three bracketed budgets, approach 3 with a law whose
-                    # optimum runs off (an exponent at 0 on a small grid): left out
-                    continue
+            try:
+                if law is None:
+                    left_out.append(f"{corpus}, approach 3: no Chinchilla law of its loss was "
+                                    "fitted (see the missing laws)")
+                elif not identified(law):
+                    left_out.append(f"{corpus}, approach 3: the law's data do not pin its "
+                                    f"parameters ({'; '.join(law.warnings)}), so its optimum "
+                                    "says nothing")
+                else:
+                    frames.append(parametric_optimum(law, budgets, level).assign(data=corpus))
+            except ValueError as exc:  # an optimum that runs off the law's range
+                left_out.append(f"{corpus}, approach 3: {exc}")
+            try:
+                if column not in runs:
+                    left_out.append(f"{corpus}, approach 2: no run measured {column}")
+                else:
+                    frames.append(isoflop_optimum(runs[["N", "C", column]], budgets,
+                                                  loss=column, level=level).assign(data=corpus))
+            except ValueError as exc:  # fewer than three budgets bracket their optimum
+                left_out.append(f"{corpus}, approach 2: {str(exc).removeprefix('approach 2 ')}")
     if not frames:
-        return pd.DataFrame(columns=list(ALLOCATION_COLUMNS))
-    return pd.concat(frames, ignore_index=True)[list(ALLOCATION_COLUMNS)]
+        return pd.DataFrame(columns=list(ALLOCATION_COLUMNS)), left_out
+    return pd.concat(frames, ignore_index=True)[list(ALLOCATION_COLUMNS)], left_out

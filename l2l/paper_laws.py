@@ -61,8 +61,9 @@ def paper_predictions(quantities: list, fits, n_resamples: int, level: float,
         E_x = chinchilla_of(source) if source is not None else None
         E_y = chinchilla_of(target_own) if target_own is not None else None
         if E_x is None or E_y is None:
-            fits.missing.append(f"{q.name}: the Chinchilla fit of one of its losses is missing, "
-                                "so the paper's E's are")
+            fits.missing.append(f"{q.name}: the Chinchilla fit of one of its losses is missing "
+                                "(above), so the paper's E's are unknown and its law is not "
+                                "fitted")
             continue
         law = _loss_to_loss(q, E_x, E_y, fits, n_resamples)
         if law is None:

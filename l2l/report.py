@@ -217,8 +217,9 @@ def _decision_section(fits, results: pd.DataFrame, spec) -> list[str]:
                       + "; ".join(f"{m} {v}" for m, v in right.items()) + ".\n"]
     budgets = sorted(set(results[results.run.isin(fits.predictions.run)].C)) if (
         fits.predictions is not None and len(fits.predictions)) else []
-    table = allocation(fits, results, spec, budgets, spec.prediction.level) if budgets else None
-    if table is not None and len(table):
+    table, left_out = (allocation(fits, results, spec, budgets, spec.prediction.level)
+                       if budgets else (None, []))
+    if table is not None and (len(table) or left_out):
         lines += ["## Compute-optimal allocation at the targets' budgets\n",
                   "N* and D* (and the loss there) of each corpus' law, by Chinchilla's "
                   "approach 3 (the paper's fitted law; interval from its bootstrap) and "
@@ -231,7 +232,10 @@ def _decision_section(fits, results: pd.DataFrame, spec) -> list[str]:
                          zip(table.D, table.D_lower, table.D_upper, strict=True)],
                       loss=[f"{v:.4g} [{lo:.4g}, {hi:.4g}]" for v, lo, hi in
                             zip(table.loss, table.loss_lower, table.loss_upper, strict=True)],
-                  )[["data", "approach", "C", "N", "D", "loss"]]), ""]
+                  )[["data", "approach", "C", "N", "D", "loss"]]) if len(table) else
+                  "No approach could place the optimum on this grid.", ""]
+        if left_out:
+            lines += ["Left out:\n", *[f"- {line}" for line in left_out], ""]
     return lines
 
 

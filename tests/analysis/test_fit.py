@@ -350,3 +350,23 @@ def test_an_exactly_determined_fit_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one point more: nothing to say
         fit_law("compute", {"C": np.append(C, 1e21)}, np.append(loss, 1.8 + 40 * 1e21**-0.08))
+
+
+def test_a_fit_whose_scale_overflows_is_refused_with_what_pins_it():
+    """A downstream loss of a tiny study's 16 runs (measured, rounded to 4 digits): the
+    Chinchilla fit runs off to alpha ~ 66 with log A ~ 800, where A overflows float64. fit_law
+    says so instead of returning a law with A = inf, whose bootstrap then failed with a message
+    about mismatched data (issue 18)."""
+    N = [98624] * 6 + [148032] * 4 + [197440] * 3 + [246848] * 2 + [295552]
+    D = [210944, 337920, 540672, 864256, 1382400, 2211840, 358400, 575488, 921600, 1474560,
+         432128, 690176, 1103872, 552960, 882688, 737280]
+    y = [4.591, 4.4048, 4.3934, 4.3642, 4.335, 4.2795, 4.3697, 4.2898, 4.2463, 4.2376, 4.3508,
+         4.2779, 4.3012, 4.2424, 4.1923, 4.2773]
+    inputs = {"N": np.array(N, float), "D": np.array(D, float)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        with pytest.raises(ValueError, match=r"chinchilla fit ran off: A overflowed float64"):
+            fit_law("chinchilla", inputs, np.array(y))
+        # bounded exponents pin it: the same points fit
+        law = fit_law("chinchilla", inputs, np.array(y), bounds={"alpha": (0.0, 2.0)})
+    assert np.all(np.isfinite(list(law.params.values())))

@@ -267,3 +267,23 @@ def test_a_law_that_cannot_be_fitted_is_named_with_its_task(monkeypatch):
     assert set(paper.law) == {"chinchilla-a", "chinchilla-b", "train-to-train-a-to-b",
                               "train-to-train-b-to-a", "train-to-test-a-eval-b-val-CrossEntropyLoss",
                               "train-to-test-b-eval-a-val-CrossEntropyLoss"}
+
+
+def test_the_allocation_says_why_an_approach_is_left_out():
+    """Each corpus gets approach 2 and approach 3 at the budget, or a line saying why not (the
+    tiny study's report showed one corpus and one approach with no word about the other three)."""
+    from l2l.decisions import allocation
+
+    results = _synthetic_results()
+    spec = synthetic_spec()
+    fits = fit_study(results, spec, ["a-12", "b-12"], progress=False)
+    table, left_out = allocation(fits, results, spec, [3e15], 0.9)
+    for corpus in ("a", "b"):
+        for approach in ("2", "3"):
+            placed = ((table.data == corpus) & (table.approach.astype(str).str.contains(
+                approach))).any()
+            said = [line for line in left_out if line.startswith(f"{corpus}, approach {approach}:")]
+            assert placed != bool(said), (corpus, approach, table, left_out)
+    del fits.laws["chinchilla-a"]
+    _, left_out = allocation(fits, results, spec, [3e15], 0.9)
+    assert "a, approach 3: no Chinchilla law of its loss was fitted (see the missing laws)" in left_out
