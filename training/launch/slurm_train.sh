@@ -81,7 +81,9 @@ else
     devices="GPU(s)"
 fi
 export ACCELERATE_CONFIG
-first_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+# sed, not head: head exits after one line and, under pipefail, scontrol's SIGPIPE on a long node
+# list (or a slow pipe) would fail the task with status 141.
+first_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
 MASTER_ADDR="$(scontrol show node "$first_node" -o 2>/dev/null \
                | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')"
 export MASTER_ADDR="${MASTER_ADDR:-$first_node}"
