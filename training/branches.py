@@ -69,7 +69,9 @@ def plan_branches(runs: Sequence[PlannedRun], decay_fraction: float,
     """``runs`` planned as WSD trunks and branches: the runs (all, or those named in ``only``;
     the others keep their schedule) of each corpus and shape (and batch) share one trunk, the
     one with the most steps; each records its schedule, its trunk (a trunk names itself) and the
-    step at which its decay starts, where a branch leaves its trunk. The order is kept."""
+    step at which its decay starts, where a branch leaves its trunk. Trunks (and the runs of
+    other schedules) come first, in their order, then the branches: a launcher that trains the
+    table in sequence trains every trunk before its branches."""
     if not 0 < decay_fraction < 1:
         raise ValueError(f"decay fraction {decay_fraction} must lie in (0, 1)")
     groups: dict[tuple, list[PlannedRun]] = {}
@@ -82,7 +84,7 @@ def plan_branches(runs: Sequence[PlannedRun], decay_fraction: float,
         for run in members:
             planned[run.run] = replace(run, schedule="wsd", trunk=trunk.run,
                                        branch_step=decay_start(run.steps, decay_fraction))
-    return [planned.get(run.run, run) for run in runs]
+    return sorted((planned.get(run.run, run) for run in runs), key=is_branch)
 
 
 def _shape_key(run: PlannedRun) -> tuple:

@@ -254,15 +254,15 @@ def test_plan_branches_picks_the_longest_run_of_each_shape_as_trunk():
     runs = [planned("a", 10, C=1), planned("b", 50, C=5), planned("c", 100, C=10)]
     other = PlannedRun(**{**runs[0].__dict__, "run": "z", "d_model": 128})
     wsd_runs = plan_branches([*runs, other], 0.2)
-    assert [(r.run, r.trunk, r.branch_step) for r in wsd_runs] == [
-        ("a", "c", 8), ("b", "c", 40), ("c", "c", 80), ("z", "z", 8)]
+    assert [(r.run, r.trunk, r.branch_step) for r in wsd_runs] == [  # trunks first
+        ("c", "c", 80), ("z", "z", 8), ("a", "c", 8), ("b", "c", 40)]
     assert all(r.schedule == "wsd" for r in wsd_runs)
     from training.branches import grid_flops, train_flops
 
     assert grid_flops(wsd_runs) == 17
     assert train_flops(wsd_runs) == pytest.approx(10 + 0.2 * 1 + 0.2 * 5 + 1)
     kept = plan_branches([*runs, other], 0.2, only={"a", "c"})
-    assert [r.trunk for r in kept] == ["c", "", "c", ""]
+    assert [(r.run, r.trunk) for r in kept] == [("b", ""), ("c", "c"), ("z", ""), ("a", "c")]
 
 
 def test_branches_start_after_their_trunk_and_in_parallel():
