@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "a folder of them, or hf://datasets/ORG/NAME[:CONFIG]")
         sub.add_argument("--out", type=Path, default=None,
                          help="study folder (default studies/NAME)")
+        sub.add_argument("--schedule", choices=("cosine", "wsd"), default=None,
+                         help="replaces the spec's schedule: cosine (every run alone) or wsd (a "
+                         "warmup-stable-decay trunk per corpus and shape, the other runs decays "
+                         "branched off it)")
 
     study = commands.add_parser("study", help="run a whole study, resuming where it stopped",
                                 description="Plan, train, evaluate, fit, report and lay out the "
@@ -164,6 +168,8 @@ def load_spec(args):
                 raise ConfigError(f"--corpus: {name.strip()!r} is given twice")
             corpora[name.strip()] = source.strip()
         spec.corpora = corpora
+    if args.schedule is not None:
+        spec.schedule = args.schedule
     return spec.check()
 
 
@@ -191,6 +197,7 @@ def cmd_plan(args) -> int:
 def _print_plan(spec, runs, targets) -> None:
     """The runs a spec plans, as a table, and what training them costs."""
     from analysis.sizes import training_flops
+    from l2l.plan import cost_line, plan_cost, run_role
 
     print(f"{spec.name}: {len(runs)} runs ({len(runs) - len(targets)} grid, {len(targets)} "
           f"targets) on {len(spec.corpora)} corpora: {', '.join(spec.corpora)}")
@@ -198,12 +205,16 @@ def _print_plan(spec, runs, targets) -> None:
           f"{'steps':>6}")
     for run in runs:
         mark = "  (target)" if run.run in targets else ""
+        mark += f"  ({run_role(run)})" if run_role(run) else ""
         print(f"{run.run:<48} {run.d_model:>5} {run.n_layers:>6} {run.N:>9.3g} {run.D:>9.3g} "
               f"{run.tokens_per_param:>7.3g} {run.C:>9.3g} {run.steps:>6}{mark}")
+    from training.branches import trained_fraction  # a decay branch trains only its decay
+
     total = sum(training_flops(r.d_model, r.n_layers, r.steps * r.global_batch_size * r.seq_len,
-                               r.seq_len, spec.vocab_size) for r in runs)
+                               r.seq_len, spec.vocab_size) * trained_fraction(r) for r in runs)
     print(f"training FLOPs (the model's count): {total:.3g}; needs: "
           f"{'; '.join(spec.needs) or 'nothing beyond this package'}")
+    print(cost_line(plan_cost(spec, runs)))
 
 
 def cmd_train(args) -> int:
@@ -232,7 +243,7 @@ def cmd_eval(args) -> int:
 
 def _fit(study: Path, progress: bool):
     from analysis.results_table import read_results, wide
-    from l2l.fits import fit_study
+    from l2l.fits import check_grid_schedules, fit_study
     from l2l.layout import RESULTS
     from l2l.plan import read_record, read_spec
 
@@ -241,6 +252,7 @@ def _fit(study: Path, progress: bool):
         raise ValueError(f"{study} has no {RESULTS} yet: run `l2l eval {study}` first")
     results = wide(read_results(study / RESULTS))  # one row per run
     results, notes = _planned_only(study, results, record["targets"])
+    check_grid_schedules(study, results, record["targets"], spec)  # cosine and WSD: not mixed
     fits = fit_study(results, spec, record["targets"], progress=progress)
     fits.missing = notes + fits.missing
     return spec, record, results, fits

@@ -172,6 +172,18 @@ def _usable(q: Quantity, missing: list[str]) -> bool:
     return True
 
 
+def check_grid_schedules(study_dir: str | Path, results: pd.DataFrame, targets: list[str],
+                         spec) -> None:
+    """Refuse (ValueError) a grid whose runs were trained with different learning-rate schedules
+    (cosine runs beside WSD branches) unless the spec asks for it (``prediction.mixed_schedules``);
+    the targets are never fitted, so theirs may differ."""
+    from training.branches import check_one_schedule, run_schedule
+
+    grid = sorted(set(results.run) - set(targets))
+    check_one_schedule({run: run_schedule(Path(study_dir) / run) for run in grid},
+                       allow_mixed=spec.prediction.mixed_schedules)
+
+
 def fit_study(results: pd.DataFrame, spec, targets: list[str], *, progress: bool = True
               ) -> StudyFits:  # fmt: skip
     """Fit every law of the study on its grid (all runs but ``targets``) and predict the

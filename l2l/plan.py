@@ -7,6 +7,10 @@ Every run of a study reads the same tokenizer, so that losses compare across cor
 held-out split will hold (the evaluation's text is never in the tokenizer's training text), and
 saved in ``STUDY/tokenizer/``. Planning the same spec into its folder again changes nothing; a
 different spec, a folder of something else or a study of ``python -m training.sweep`` is refused.
+
+With ``schedule: wsd`` the same runs are planned as warmup-stable-decay trunks and decay branches
+(``training.branches``); ``l2l_study.json`` records what the plan trains (``train_flops``: each
+trunk once, each branch's decay) beside ``grid_flops`` (every run's C as if trained alone).
 """
 
 from __future__ import annotations
@@ -63,7 +67,47 @@ def plan_runs(spec: StudySpec) -> tuple[list, list[str]]:
     held_out = {r.run for r in targets}
     runs = [r for r in runs if r.run not in held_out]
     _check_grid_size(spec, runs, targets)
-    return runs + targets, [r.run for r in targets]
+    planned = runs + targets
+    if spec.schedule == "wsd":
+        from training.branches import plan_branches
+
+        wsd = {r.run for r in runs}
+        if (spec.target_schedule or spec.schedule) == "wsd":
+            wsd |= held_out
+        planned = plan_branches(planned, spec.recipe.schedule.decay_fraction, only=wsd)
+    return planned, [r.run for r in targets]
+
+
+def plan_cost(spec: StudySpec, runs: list) -> dict:
+    """What the plan trains: ``train_flops`` (each trunk once, of each branch its decay) and
+    ``grid_flops`` (every run's C as if trained alone), in the runs' C, with the schedule."""
+    from training.branches import grid_flops, train_flops
+
+    cost = {"schedule": spec.schedule, "train_flops": train_flops(runs),
+            "grid_flops": grid_flops(runs)}
+    if spec.schedule == "wsd":
+        cost.update(decay_fraction=spec.recipe.schedule.decay_fraction,
+                    decay_shape=spec.recipe.schedule.decay_shape,
+                    target_schedule=spec.target_schedule or spec.schedule)
+    return cost
+
+
+def cost_line(cost: dict) -> str:
+    """``plan_cost`` in one line: what the plan trains against its runs trained alone."""
+    from training.branches import saving_line
+
+    return saving_line(cost["train_flops"], cost["grid_flops"], cost["schedule"])
+
+
+def run_role(run) -> str:
+    """How a planned run is trained, in a few words: alone, a trunk, or a branch of one."""
+    from training.branches import is_branch
+
+    if run.schedule != "wsd":
+        return ""
+    if is_branch(run):
+        return f"branch of {run.trunk} at step {run.branch_step}"
+    return "wsd trunk"
 
 
 def _check_grid_size(spec: StudySpec, runs: list, targets: list) -> None:
@@ -143,7 +187,7 @@ def plan_study(spec: StudySpec | str, study_dir: str | os.PathLike, *, log=print
     runs, targets = plan_runs(spec)
     sources = sources_of(spec)
     log(f"[plan] {study}: {len(runs)} runs ({len(runs) - len(targets)} grid, {len(targets)} "
-        f"targets) on {len(sources)} corpora")
+        f"targets) on {len(sources)} corpora; {cost_line(plan_cost(spec, runs))}")
     _write_plan(spec, study, runs, targets, sources, log)
     return runs
 
@@ -165,7 +209,7 @@ def _write_plan(spec, study: Path, runs, targets, sources, log) -> None:
     # The record last: a folder without it is an interrupted plan, planned again from scratch.
     write_atomic(study / STUDY_RECORD, json.dumps({
         "spec": spec.to_dict(), "targets": targets, "corpora": sources,
-        "tokenizer": tokenizer}, indent=1))
+        "tokenizer": tokenizer, **plan_cost(spec, runs)}, indent=1))
 
 
 def train_study_tokenizer(spec: StudySpec, sources: dict[str, str], study: Path, *,

@@ -239,6 +239,25 @@ def _decision_section(fits, results: pd.DataFrame, spec) -> list[str]:
     return lines
 
 
+def schedule_line(record: dict, plan: list) -> str:
+    """The study's learning-rate schedule and what it saved, as a bullet of the report (the
+    plan's ``train_flops`` against ``grid_flops``, from ``l2l_study.json``)."""
+    from training.branches import grid_flops, is_branch, saving_line, train_flops
+
+    schedule = record.get("schedule", "cosine")
+    train = record.get("train_flops", train_flops(plan))
+    grid = record.get("grid_flops", grid_flops(plan))
+    if schedule != "wsd":
+        return f"- schedule: {schedule} (every run trained alone): {train:.3g} FLOPs"
+    branches = sum(is_branch(run) for run in plan)
+    trunks = sum(run.schedule == "wsd" and not is_branch(run) for run in plan)
+    how = (f"warmup-stable-decay, {trunks} trunks and {branches} decay branches, a "
+           f"{record.get('decay_shape', '')} decay over the last "
+           f"{record.get('decay_fraction', 0):.0%} of each run; targets "
+           f"{record.get('target_schedule', schedule)}")
+    return f"- {saving_line(train, grid, schedule)} ({how})"
+
+
 def write_report(study_dir: str | Path, *, spec, record: dict, results: pd.DataFrame, fits,
                  figures: list[Path], failures: dict[str, str]) -> Path:
     from analysis.atomic import write_atomic
@@ -263,6 +282,7 @@ def write_report(study_dir: str | Path, *, spec, record: dict, results: pd.DataF
              f"{grid_runs.N.min():.3g} to {grid_runs.N.max():.3g}, D/N from "
              f"{(grid_runs.D / grid_runs.N).min():.3g} to {(grid_runs.D / grid_runs.N).max():.3g}"
              if len(grid_runs) else "- grid: no evaluated run",
+             schedule_line(record, plan),
              f"- {SIGN}\n"]
     lines += _decision_section(fits, results, spec)
     lines.append("## Target runs: predicted against measured\n")

@@ -18,6 +18,7 @@ in the study folder, from which every later stage reads it. For example::
       budgets: [1.0e11, 3.0e11, 1.0e12]   # iso-FLOP: D = C / 6N (or tokens_per_param: ladder)
     targets: [{shape: {width: 192, layers: 2}, flop_budget: 3.0e12}]
     recipe: {optim: {lr: 0.005}}   # the TrainingConfig every run starts from (partial is fine)
+    schedule: wsd                  # cosine (each run alone) or wsd (a trunk per shape, branches)
 
 Bad specs are one ``ConfigError`` naming the field and the fix (``StudySpec.check``).
 """
@@ -97,6 +98,9 @@ class Prediction:
     """Level of every interval."""
     bootstrap: int = 200
     """Bootstrap resamples of the paper method's fits."""
+    mixed_schedules: bool = False
+    """Fit grid runs of different learning-rate schedules together (cosine runs and WSD
+    branches); otherwise a grid that mixes them is refused."""
 
 
 @dataclass
@@ -129,6 +133,18 @@ class StudySpec:
     recipe: TrainingConfig = field(default_factory=TrainingConfig.tiny_cpu)
     """The training config every run starts from; the planner sets each run's shape, corpus,
     tokenizer, tokens and name."""
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    """How the grid is trained. ``cosine``: every run alone, with the recipe's schedule (the
+    papers'). ``wsd``: the same runs as warmup-stable-decay trunks and decay branches: the
+    longest run of each corpus and shape is trained in full, every other run of that shape is a
+    decay branched off it (``recipe.schedule.decay_fraction`` and ``decay_shape``;
+    ``training.branches``), so a ladder of several token counts per size costs about its
+    longest runs."""
+    target_schedule: Literal["cosine", "wsd"] | None = None
+    """The targets' schedule; None: the study's (with wsd, a target of a grid shape joins that
+    shape's trunk, as a ladder's largest run does). ``cosine``: every target trained alone with
+    the recipe's cosine, e.g. to compare a wsd grid's predictions with a cosine grid's on the
+    same targets."""
     scaling: Literal["fixed", "inverse-sqrt-width", "olmo-ladder"] = "fixed"
     """How the recipe changes with the model: ``fixed``; ``inverse-sqrt-width``: the learning
     rate is ``recipe.optim.lr`` at width 64, divided by sqrt(width / 64); ``olmo-ladder``:
@@ -242,6 +258,10 @@ class StudySpec:
             self.recipe.validate()
         except ConfigError as exc:
             raise ConfigError(f"recipe.{exc}") from None
+        if self.recipe.schedule.kind == "wsd" or self.recipe.schedule.trunk is not None:
+            raise ConfigError("recipe.schedule.kind: wsd is planned by the study, not the recipe: "
+                              "keep the recipe's cosine (the targets' schedule) and set schedule: "
+                              "wsd (decay_fraction and decay_shape stay in recipe.schedule)")
         return self
 
     def _check_grid(self) -> None:

@@ -7,7 +7,8 @@ safetensors, optimizer, gradient scaler, every process' RNG states) plus ``train
 process has finished writing and ``train_state.json`` is on disk; a folder without the exact
 ``step_<digits>`` name or without ``train_state.json`` is never loaded. A kill at any moment
 therefore leaves either the previous checkpoints alone or the new one complete. Older complete
-checkpoints beyond ``keep_last`` are deleted only after the new one is committed.
+checkpoints beyond ``keep_last`` are deleted only after the new one is committed; the steps of
+``keep_steps`` (a WSD trunk's branch points) are never deleted, nor counted in ``keep_last``.
 
 Every checkpoint holds ``manifest.json``, written last before the commit: the size and SHA-256
 of each of its files. A resume verifies it, so bytes damaged after the write (a disk error, a
@@ -29,7 +30,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 TRAIN_STATE = "train_state.json"
@@ -80,7 +81,8 @@ def remove_partial(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def save_checkpoint(accelerator, root: str | os.PathLike, state: dict, keep_last: int) -> Path:
+def save_checkpoint(accelerator, root: str | os.PathLike, state: dict, keep_last: int,
+                    keep_steps: Collection[int] = ()) -> Path:
     """Write a checkpoint of everything ``accelerator`` prepared plus ``state`` (JSON), atomically.
 
     Collective: every process must call it."""
@@ -108,7 +110,8 @@ def save_checkpoint(accelerator, root: str | os.PathLike, state: dict, keep_last
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-        for _, old in list_checkpoints(root)[:-keep_last]:
+        rotating = [path for step, path in list_checkpoints(root) if step not in keep_steps]
+        for old in rotating[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
@@ -219,6 +222,32 @@ def resumable_checkpoint(root: str | os.PathLike,
         log(f"note: checkpoint {good.name} has no {MANIFEST} (written by an older version), so "
             "its files could not be verified")
     return good
+
+
+def link_checkpoint(source: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """Commit a copy of the complete checkpoint ``source`` (another run's) into ``root`` under
+    the same step name, atomically like ``save_checkpoint``: its files hard-linked where the file
+    system allows (checkpoint files are never written in place, so the two runs cannot change
+    each other's), else copied. The caller verifies ``source`` first."""
+    source, root = Path(source), Path(root)
+    final = root / source.name
+    tmp = root / f".tmp-{source.name}"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or links not allowed: a real copy
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, tmp, copy_function=link_or_copy)
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
 
 
 def _fsync_dir(path: Path) -> None:

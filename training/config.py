@@ -100,7 +100,9 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    kind: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    """cosine or linear decay after the warmup, constant, or warmup-stable-decay (``wsd``: the
+    peak until the last ``decay_fraction`` of the steps; see ``training.schedule``)."""
     warmup_fraction: float = 0.2
     """Fraction of the steps spent warming up linearly."""
     warmup_tokens: int | None = None
@@ -110,6 +112,21 @@ class ScheduleConfig:
     warmup_start_fraction: float = 0.1
     """The warmup starts from this fraction of the peak (OLMo's default ``warmup_min_lr``, which
     the paper's sweep kept: see ``training.schedule``)."""
+    decay_fraction: float = 0.2
+    """WSD: fraction of the steps spent decaying, at the end (Hägele et al. 2024: 20% matches
+    cosine's final loss)."""
+    decay_shape: Literal["linear", "1-sqrt"] = "1-sqrt"
+    """WSD: the decay's shape, ``linear`` or ``1-sqrt`` (``1 - sqrt(progress)``, the shape Hägele
+    et al. found best)."""
+    trunk: str | None = None
+    """WSD decay branch: the run folder (in ``run.output_dir``) of the trunk this run branches
+    off. The run starts from the trunk's checkpoint at its decay's first step (``decay_start``)
+    instead of step 0, and refuses a trunk trained differently or a checkpoint missing or
+    damaged (``training.branches``). None: trained from step 0."""
+    trunk_steps: int | None = None
+    """WSD: the steps of the trunk whose stable phase this run shares (the longest run of the
+    trunk). Every run of one trunk reads the data order of that length, so that a branch continues
+    its trunk's data exactly; None means this run's own steps."""
 
 
 @dataclass
@@ -156,6 +173,9 @@ class CheckpointConfig:
     """Complete checkpoints kept; older ones are deleted after a new one is committed."""
     resume: bool = False
     """Continue from the latest complete checkpoint of the run folder when there is one."""
+    keep_steps: list[int] = field(default_factory=list)
+    """Steps that are also checkpointed and never deleted by ``keep_last``: a WSD trunk keeps
+    the checkpoint each of its decay branches starts from."""
 
 
 @dataclass
@@ -256,6 +276,15 @@ class TrainingConfig:
              "must lie in [0, 1]"),
             ("schedule.warmup_start_fraction", 0.0 <= s.warmup_start_fraction <= 1.0,
              "must lie in [0, 1]"),
+            ("schedule.decay_fraction", 0.0 < s.decay_fraction < 1.0, "must lie in (0, 1)"),
+            ("schedule.trunk", s.trunk is None or _is_folder_name(s.trunk),
+             "must be a run folder name in run.output_dir (no '/', not '.' or '..')"),
+            ("schedule.trunk", s.trunk is None or s.kind == "wsd",
+             "a decay branch needs schedule.kind=wsd"),
+            ("schedule.trunk", s.trunk is None or s.trunk != self.run.name,
+             "a run cannot branch off itself"),
+            ("schedule.trunk_steps", s.trunk_steps is None or s.kind == "wsd",
+             "only WSD runs share a trunk's data order: needs schedule.kind=wsd"),
             ("batch.global_batch_size", b.global_batch_size >= 1, "must be >= 1"),
             ("batch.micro_batch_size", b.micro_batch_size >= 1, "must be >= 1"),
             ("batch.global_batch_size", b.global_batch_size % max(b.micro_batch_size, 1) == 0,
@@ -271,6 +300,8 @@ class TrainingConfig:
              "must be > 0 (or null)"),
             ("checkpoint.every_steps", self.checkpoint.every_steps >= 0, "must be >= 0"),
             ("checkpoint.keep_last", self.checkpoint.keep_last >= 1, "must be >= 1"),
+            ("checkpoint.keep_steps", all(k >= 1 for k in self.checkpoint.keep_steps),
+             "every step must be >= 1"),
             ("run.output_dir", bool(self.run.output_dir.strip()), "must not be empty"),
             ("run.name", self.run.name is None or _is_folder_name(self.run.name),
              "must be a plain folder name (no '/', not '.' or '..')"),
@@ -293,6 +324,22 @@ class TrainingConfig:
                 f"run.tokens: {self.run.tokens} tokens is less than one optimizer step of "
                 f"{self.tokens_per_step} tokens (batch.global_batch_size x data.seq_len)"
             )
+        if s.trunk_steps is not None and s.trunk_steps < self.total_steps:
+            raise ConfigError(
+                f"schedule.trunk_steps: must be at least this run's {self.total_steps} steps (a "
+                f"trunk is the longest run of its branches) (got {s.trunk_steps})")
+        if s.kind == "wsd":
+            from training.schedule import decay_start, warmup_steps_for
+
+            warmup = warmup_steps_for(self.total_steps, s.warmup_fraction, s.warmup_tokens,
+                                      self.tokens_per_step)
+            start = decay_start(self.total_steps, s.decay_fraction)
+            if warmup > start:
+                raise ConfigError(
+                    f"schedule.decay_fraction: the decay of this {self.total_steps}-step run "
+                    f"would start at step {start}, before its {warmup}-step warmup ends; lower "
+                    "the decay fraction or the warmup (schedule.warmup_fraction, "
+                    "schedule.warmup_tokens)")
         if self.run.steps is not None and self.run.steps * self.tokens_per_step > self.run.tokens:
             raise ConfigError(
                 f"run.steps: {self.run.steps} steps of {self.tokens_per_step} tokens would train "

@@ -15,6 +15,14 @@ KempnerInstitute/systems-scaling (``olmo/configs/sweeps/scale.py``: the same bud
 config without ``warmup_min_lr``, in an OLMo whose ``_linear_warmup`` starts at 0.1 x peak. So the
 paper recipe warms up from 0.1 x peak over floor(steps / 5) updates; OLMo-ladder sets
 ``warmup_min_lr=0.0`` and warms up from 0.
+
+Warmup-stable-decay (``wsd``; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
+Beyond Fixed Training Durations"): after the warmup the learning rate stays at the peak, and the
+last ``floor(decay_fraction x total)`` updates decay it to the final value, ``linear`` or
+``1-sqrt`` (their recommended shape: ``1 - sqrt(progress)``). Until its decay a run is the same
+whatever its length, so runs of one model to several token counts share one *trunk* and each is
+a short decay *branched* off it at ``decay_start`` (``training.branches``); a cooldown of about
+20% matches cosine's final loss.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-ScheduleKind = Literal["cosine", "linear", "constant"]
+ScheduleKind = Literal["cosine", "linear", "constant", "wsd"]
+DecayShape = Literal["linear", "1-sqrt"]
 
 
 def warmup_steps_for(
@@ -38,6 +47,21 @@ def warmup_steps_for(
     return max(0, min(warmup, total_steps))
 
 
+def decay_steps_for(total_steps: int, decay_fraction: float) -> int:
+    """Updates of a WSD run's decay: ``floor(decay_fraction * total_steps)`` (the warmup's
+    rounding), at least one when the fraction is positive, never more than the run."""
+    if decay_fraction <= 0:
+        return 0
+    return max(1, min(total_steps, math.floor(decay_fraction * total_steps + 1e-9)))
+
+
+def decay_start(total_steps: int, decay_fraction: float) -> int:
+    """The 0-based step of a WSD run's first decayed update: the updates before it (steps
+    ``0 .. decay_start - 1``) are the warmup and the stable phase, which every run of the same
+    trunk shares; a branch leaves its trunk's checkpoint at this step."""
+    return total_steps - decay_steps_for(total_steps, decay_fraction)
+
+
 def lr_at_step(
     step: int,
     *,
@@ -47,13 +71,16 @@ def lr_at_step(
     final_lr_fraction: float = 0.1,
     warmup_start_fraction: float = 0.0,
     kind: ScheduleKind = "cosine",
+    decay_steps: int = 0,
+    decay_shape: DecayShape = "linear",
 ) -> float:
     """Learning rate of the update at 0-based ``step`` of a ``total_steps``-update run.
 
     Warmup: linear from ``warmup_start_fraction * peak_lr`` to ``peak_lr`` over ``warmup_steps``
     updates. Decay (after warmup, up to the last update): ``cosine`` or ``linear`` from the peak
-    to ``final_lr_fraction * peak_lr``; ``constant`` stays at the peak. Steps past the end keep the
-    final learning rate.
+    to ``final_lr_fraction * peak_lr``; ``constant`` stays at the peak; ``wsd`` stays at the
+    peak until its last ``decay_steps`` updates, which decay ``linear`` or ``1-sqrt`` to the
+    final value. Steps past the end keep the final learning rate.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
@@ -66,6 +93,16 @@ def lr_at_step(
         return start + (peak_lr - start) * t / warmup_steps
     if kind == "constant":
         return peak_lr
+    if kind == "wsd":
+        stable_end = total_steps - decay_steps  # updates 1..stable_end at the peak
+        if decay_steps < 1 or t <= stable_end:
+            return peak_lr
+        progress = min(1.0, (t - stable_end) / decay_steps)  # 1/decay .. 1 at the last update
+        if decay_shape == "linear":
+            return peak_lr - (peak_lr - eta_min) * progress
+        if decay_shape == "1-sqrt":
+            return eta_min + (peak_lr - eta_min) * (1.0 - math.sqrt(progress))
+        raise ValueError(f"unknown decay shape {decay_shape!r}; expected linear or 1-sqrt")
     if t >= total_steps:
         return eta_min
     progress = (t - warmup_steps) / (total_steps - warmup_steps)
@@ -73,4 +110,4 @@ def lr_at_step(
         return eta_min + (peak_lr - eta_min) * (1.0 + math.cos(math.pi * progress)) / 2.0
     if kind == "linear":
         return peak_lr - (peak_lr - eta_min) * progress
-    raise ValueError(f"unknown schedule kind {kind!r}; expected cosine, linear or constant")
+    raise ValueError(f"unknown schedule kind {kind!r}; expected cosine, linear, constant or wsd")

@@ -26,7 +26,9 @@ from pathlib import Path
 from training.config import TrainingConfig
 
 COLUMNS = ("run", "dataset", "N", "D", "C", "n_layers", "d_model", "steps", "tokens_per_param",
-           "global_batch_size", "seq_len", "grid")
+           "global_batch_size", "seq_len", "grid", "schedule", "trunk", "branch_step")
+# Columns added with WSD trunks and branches; a plan written before them reads as cosine runs.
+LATER_COLUMNS = {"schedule": "cosine", "trunk": "", "branch_step": "0"}
 PLAN_FILES = ("runs.csv", "runs.json")  # the runs table, in either format (read_plan: CSV first)
 # Written last by the trainer, atomically, into the run folder: a run is finished iff its folder
 # holds it.
@@ -54,6 +56,14 @@ class PlannedRun:
     global_batch_size: int
     seq_len: int
     grid: str
+    schedule: str = "cosine"
+    """``cosine`` (a run of its own, the schedule of the recipe) or ``wsd``: a warmup-stable-decay
+    trunk or decay branch (``training.branches``)."""
+    trunk: str = ""
+    """WSD: the run whose stable phase this run shares (a trunk names itself); empty: none."""
+    branch_step: int = 0
+    """WSD: the step at which the run's decay starts, where a branch leaves its trunk's
+    checkpoint (a trunk checkpoints and keeps every branch step)."""
 
 
 def base_config(preset: str | None, config_path: str | None, overrides: list[str],
@@ -150,9 +160,11 @@ def read_plan(study_dir: str | Path) -> list[PlannedRun]:
         raise FileNotFoundError(f"no runs.csv or runs.json in {study}: not a study folder; "
                                 f"{plan_it}")
     types = {"N": int, "D": int, "C": float, "n_layers": int, "d_model": int, "steps": int,
-             "tokens_per_param": float, "global_batch_size": int, "seq_len": int}
+             "tokens_per_param": float, "global_batch_size": int, "seq_len": int,
+             "branch_step": int}
     runs = []
     for i, row in enumerate(rows, 1):
+        row = {**LATER_COLUMNS, **row}
         missing = [k for k in COLUMNS if k not in row]
         if missing:
             raise ValueError(f"{source}: the runs table lacks column(s) {', '.join(missing)}")
@@ -164,7 +176,15 @@ def read_plan(study_dir: str | Path) -> list[PlannedRun]:
                 raise ValueError(f"{source}: run {i} ({row.get('run')}): column {k}: "
                                  f"{row[k]!r} is not a valid {types.get(k, str).__name__}"
                                  ) from None
+        if values["schedule"] not in ("cosine", "wsd"):
+            raise ValueError(f"{source}: run {i} ({values['run']}): column schedule: "
+                             f"{values['schedule']!r} is not cosine or wsd")
         runs.append(PlannedRun(**values))
+    names = {run.run for run in runs}
+    for run in runs:
+        if run.trunk and run.trunk not in names:
+            raise ValueError(f"{source}: run {run.run} branches off {run.trunk}, which the table "
+                             "does not plan; plan the study again")
     return runs
 
 
@@ -181,7 +201,8 @@ def is_study(study_dir: str | Path) -> bool:
         pass
     try:
         with open(study / "runs.csv", newline="") as handle:
-            return tuple(next(csv.reader(handle), ())) == COLUMNS
+            header = tuple(next(csv.reader(handle), ()))
+            return header in (COLUMNS, tuple(k for k in COLUMNS if k not in LATER_COLUMNS))
     except (OSError, ValueError):
         return False
 
@@ -223,8 +244,10 @@ def finished_folders(study_dir: str | Path) -> list[Path]:
                   if p.is_dir() and not p.name.startswith(".") and run_finished(p))  # fmt: skip
 
 
-def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
-    """The full training config of one planned run of the study."""
+def run_config(study_dir: str | Path, run: PlannedRun,
+               plan: list[PlannedRun] | None = None) -> TrainingConfig:
+    """The full training config of one planned run of the study (``plan``: the study's runs,
+    read when not given, which a WSD run needs for its trunk)."""
     study = Path(study_dir)
     meta_path = study / "study.json"
     meta = _read_json(meta_path) if meta_path.is_file() else {
@@ -245,6 +268,15 @@ def run_config(study_dir: str | Path, run: PlannedRun) -> TrainingConfig:
     cfg.run.flop_budget = run.C
     cfg.run.name = run.run
     cfg.run.output_dir = str(study)
+    if run.schedule == "wsd":
+        from training.branches import branch_settings
+
+        settings = branch_settings(run, plan if plan is not None else read_plan(study),
+                                   warmup_fraction=cfg.schedule.warmup_fraction,
+                                   warmup_tokens=cfg.schedule.warmup_tokens)
+        for key, value in settings.items():
+            section, name = key.split(".")
+            setattr(getattr(cfg, section), name, value)
     return cfg.validate()
 
 

@@ -15,6 +15,11 @@ N is the paper's parameter count ``2 V d + n (12 d^2 + 4 d) + d`` (embeddings in
 plan is written as ``runs.csv`` and ``runs.json`` in the study folder with the base training
 config (``base_config.yaml``) that ``python -m training.launch`` combines with each row. A run
 is finished iff ``<study>/<run>/final.json`` exists; the summary counts only the rest.
+
+``--schedule wsd`` plans the same points as warmup-stable-decay trunks and decay branches
+(``training.branches``): the longest run of each corpus and shape is trained in full, every other
+run of the shape only as the decay it branches off the trunk (``schedule.decay_fraction`` of its
+steps); the summary says what that saves.
 """
 
 from __future__ import annotations
@@ -177,9 +182,12 @@ def training_flops(run: PlannedRun, vocab_size: int = 32000) -> float:
 def summarize(runs: Sequence[PlannedRun], *, study_dir: str | Path | None = None,
               mfu: float = 0.4, peak_flops: float = 989e12, device: str = "H100",
               vocab_size: int = 32000) -> dict:
+    from training.branches import grid_flops, train_flops, trained_fraction
+
     finished = [r for r in runs if study_dir is not None and is_finished(study_dir, r.run)]
     todo = [r for r in runs if r not in finished]
-    flops_todo = sum(training_flops(r, vocab_size) for r in todo)
+    # a decay branch trains only its decay; the steps before it are its trunk's
+    flops_todo = sum(training_flops(r, vocab_size) * trained_fraction(r) for r in todo)
     return {
         "runs": len(runs),
         "finished": len(finished),
@@ -191,6 +199,9 @@ def summarize(runs: Sequence[PlannedRun], *, study_dir: str | Path | None = None
         "mfu": mfu,
         "device": device,
         "peak_flops": peak_flops,
+        "schedule": "wsd" if any(r.schedule == "wsd" for r in runs) else "cosine",
+        "train_flops": train_flops(runs),
+        "grid_flops": grid_flops(runs),
     }
 
 
@@ -205,6 +216,11 @@ def format_summary(summary: dict, runs: Sequence[PlannedRun], iso_flop: bool = T
         f"{summary['device']} ({summary['peak_flops']:.3g} FLOP/s peak) at "
         f"{summary['mfu']:.0%} MFU",
     ]
+    if "train_flops" in summary:
+        from training.branches import saving_line
+
+        lines.append(saving_line(summary["train_flops"], summary["grid_flops"],
+                                 summary["schedule"]))
     groups: dict[float, set[int]] = {}
     for r in runs:
         key = r.C if iso_flop else round(r.tokens_per_param, 6)
@@ -308,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="keep iso-FLOP pairs with LOW < D/N < HIGH")
     p.add_argument("--no-large", action="store_true", help="loss-to-loss: omit n=40 at 1e21")
+    p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine",
+                   help="cosine: every run trained alone with the base config's schedule; wsd: "
+                   "one warmup-stable-decay trunk per corpus and shape, the other runs decays "
+                   "branched off it (schedule.decay_fraction, schedule.decay_shape)")
     p.add_argument("--round-steps", type=int, default=1,
                    help="round steps down to a multiple (the released runs used 5)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -375,6 +395,10 @@ def main(argv: list[str] | None = None) -> list[PlannedRun]:
                              tokens_per_param=args.multipliers, ratio_range=ratio, **common)
     except ValueError as exc:
         fail(str(exc))
+    if args.schedule == "wsd":
+        from training.branches import plan_branches
+
+        runs = plan_branches(runs, base.schedule.decay_fraction)
     if not runs:  # an empty study would launch nothing and say nothing about why
         window = f"{ratio[0]:g} < D/N < {ratio[1]:g}" if ratio else "the grid's D/N window"
         fail(f"no (depth, budget) pair has {window}: widen --ratio-range or change --depths / "

@@ -58,7 +58,7 @@ from training.corpora import (
 from training.data import SequenceOrder, TrainSequences, build_corpus, load_tokenizer
 from training.loss import causal_lm_loss
 from training.run_lock import RunLock, RunLockedError
-from training.schedule import lr_at_step, warmup_steps_for
+from training.schedule import decay_steps_for, lr_at_step, warmup_steps_for
 from training.study import FINAL_NAME, run_finished
 
 # The run's corpus as it was when the run started (``source_fingerprint``): a resume refuses a
@@ -335,7 +335,12 @@ def train(cfg: TrainingConfig) -> dict:
             resumable_checkpoint(checkpoints, log)  # damaged ones are moved aside, and said so
         accelerator.wait_for_everyone()
         resume_from = latest_checkpoint(checkpoints)
-        if resume_from is not None and not cfg.checkpoint.resume:
+        branching = resume_from is None and cfg.schedule.trunk is not None
+        if branching:  # a WSD decay branch starts from its trunk's checkpoint, as from its own
+            from training.branches import start_branch_on_every_process
+
+            resume_from = start_branch_on_every_process(cfg, run_dir, accelerator, log)
+        if resume_from is not None and not cfg.checkpoint.resume and not branching:
             raise FileExistsError(
                 f"{run_dir} already holds checkpoints ({resume_from.name}); pass --resume "
                 "(checkpoint.resume=true) to continue it, or choose another run.name / run.output_dir"
@@ -372,7 +377,8 @@ def train(cfg: TrainingConfig) -> dict:
                 )
 
         # Data: built once (main process first; the others then find it on disk).
-        needed_sequences = total_steps * cfg.batch.global_batch_size
+        # Every run of a WSD trunk reads the trunk's data order, so a branch continues it.
+        needed_sequences = (cfg.schedule.trunk_steps or total_steps) * cfg.batch.global_batch_size
         with accelerator.main_process_first():
             corpus = build_corpus(
                 cfg.data.corpus, tokenizer, tokenizer_name=cfg.data.tokenizer,
@@ -424,12 +430,15 @@ def train(cfg: TrainingConfig) -> dict:
 
         warmup = warmup_steps_for(total_steps, cfg.schedule.warmup_fraction,
                                   cfg.schedule.warmup_tokens, tokens_per_step)
+        decay_steps = decay_steps_for(total_steps, cfg.schedule.decay_fraction)
+        keep_steps = set(cfg.checkpoint.keep_steps)  # a WSD trunk's branch points
 
         def learning_rate(at: int) -> float:
             return lr_at_step(at, peak_lr=cfg.optim.lr, total_steps=total_steps, warmup_steps=warmup,
                               final_lr_fraction=cfg.schedule.final_lr_fraction,
                               warmup_start_fraction=cfg.schedule.warmup_start_fraction,
-                              kind=cfg.schedule.kind)
+                              kind=cfg.schedule.kind, decay_steps=decay_steps,
+                              decay_shape=cfg.schedule.decay_shape)
 
         def train_state() -> dict:
             return {"step": step, "tokens": tokens_seen, "order_n": order.n,
@@ -437,7 +446,8 @@ def train(cfg: TrainingConfig) -> dict:
                     "wall_time_s": earlier_wall_time + time.time() - started}
 
         def checkpoint() -> Path:
-            return save_checkpoint(accelerator, checkpoints, train_state(), cfg.checkpoint.keep_last)
+            return save_checkpoint(accelerator, checkpoints, train_state(), cfg.checkpoint.keep_last,
+                                   keep_steps)
 
         from tqdm.auto import tqdm
 
@@ -529,7 +539,8 @@ def train(cfg: TrainingConfig) -> dict:
                 sum_ce.zero_()
                 sum_z.zero_()
                 logged_steps, interval_tokens, interval_time = 0, 0, 0.0
-            if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+            if (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
+                    or step in keep_steps):
                 checkpoint()
         bar.close()
         last = latest_checkpoint(checkpoints)
@@ -552,7 +563,12 @@ def train(cfg: TrainingConfig) -> dict:
             "val_sequences": corpus.num_val_sequences, "seq_len": cfg.data.seq_len,
             "wall_time_s": round(earlier_wall_time + time.time() - started, 2), "world_size": world,
             "distributed_type": str(accelerator.distributed_type.value),
+            "schedule": cfg.schedule.kind,
         }
+        if cfg.schedule.trunk is not None:  # a decay branch: its trunk and where it left it
+            from training.branches import branch_record
+
+            final.update(branch_record(run_dir))
         metrics.write({"step": step, "tokens": tokens_seen, "val_loss": val_loss})
         accelerator.log({"val/loss": val_loss}, step=step)
         state_dict = accelerator.get_state_dict(model)

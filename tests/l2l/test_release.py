@@ -119,7 +119,8 @@ def study_template(tmp_path_factory) -> Path:
         writer.writerow(COLUMNS)
         for i, run in enumerate((RUN_A, RUN_B, PAUSED, NEVER)):
             d = 1_000_000 * 2**i
-            writer.writerow([run, DATASET, N, d, 6.0 * N * d, 1, 64, 7, d / N, 4, 32, "tiny"])
+            writer.writerow([run, DATASET, N, d, 6.0 * N * d, 1, 64, 7, d / N, 4, 32, "tiny",
+                             "cosine", "", 0])
     (study / "study.json").write_text(json.dumps({"preset": None, "config": None, "overrides": []}))
     record = {"preset": "tiny", "targets": [RUN_B], "corpora": [DATASET]}
     (study / "l2l_study.json").write_text(json.dumps(record))
