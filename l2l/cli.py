@@ -465,8 +465,9 @@ def _say_stage(stage: str, report) -> None:
         parts.append(f"{len(report.skipped)} already finished")
     if report.to_train:
         parts.append(f"{len(report.to_train)} " + (
-            f"submitted as slurm job {report.job_id}" if report.job_id else
-            "would be submitted as one slurm array" if report.launcher == "slurm" else
+            f"submitted as slurm job{'s' if ',' in report.job_id else ''} {report.job_id}"
+            if report.job_id else
+            "would be submitted to slurm" if report.launcher == "slurm" else
             "would be trained") + (f" ({len(report.retried)} of them again)"
                                    if report.retried else ""))
     for what, tasks in (("queued", report.pending), ("running", report.running)):

@@ -34,11 +34,11 @@ class StageReport:
     running: dict[str, str] = field(default_factory=dict)
     """slurm: runs whose task is running -> the task"""
     job_id: str | None = None
-    """slurm: the array job submitted now"""
+    """slurm: the array job(s) submitted now ("12" or, with WSD branch arrays, "12, 13")"""
     wait_for: list[str] = field(default_factory=list)
     """slurm: every array job with a task not yet ended (what a dependent job waits for)"""
     log: str | None = None
-    """slurm: the new array's task output (``{index}`` for the index)"""
+    """slurm: the new arrays' task output (``{index}`` for the index; "; " between arrays)"""
     launcher: str = "local"
 
 
@@ -109,13 +109,14 @@ def _submit_array(study: Path, spec: StudySpec, report: StageReport, accel, sbat
     report.retried = launched.retried
     report.to_train = [run.run for run, _ in launched.todo]
     _in_flight(report, launched.in_flight.values())
-    if launched.command:
-        import shlex
+    import shlex
 
-        log(("would submit: " if dry_run else "submitted: ") + shlex.join(launched.command))
-    if launched.job:
-        report.job_id, report.log = launched.job.job, launched.job.log
-        report.wait_for.append(launched.job.job)
+    for command in launched.commands:
+        log(("would submit: " if dry_run else "submitted: ") + shlex.join(command))
+    if launched.jobs:  # WSD: the decay branches' arrays after the first
+        report.job_id = ", ".join(job.job for job in launched.jobs)
+        report.log = "; ".join(job.log for job in launched.jobs)
+        report.wait_for += [job.job for job in launched.jobs]
     return report
 
 
@@ -134,6 +135,7 @@ def slurm_outcome(study_dir: str | Path) -> StageReport:
     step of the job that depends on them): finished runs are done, every other run failed, with
     its task's state, its own last words and its log; a run whose task is still queued or running
     (an array submitted after this job) is said to be so."""
+    from training.branches import depends_on
     from training.launch.slurm import task_states
     from training.study import is_finished, read_plan
 
@@ -149,6 +151,11 @@ def slurm_outcome(study_dir: str | Path) -> StageReport:
             report.failed[run] = "never submitted to slurm"
         elif not states[run].in_flight:
             report.failed[run] = states[run].why()
+    trunks = {run.run: depends_on(run) for run in read_plan(study)}
+    for run in list(report.failed):  # slurm cancelled the branches of a failed trunk
+        if trunks[run] in report.failed:
+            report.failed[run] = (f"not trained: its trunk {trunks[run]} failed "
+                                  f"({report.failed[run]})")
     return report
 
 

@@ -154,7 +154,7 @@ def test_a_job_slurm_refuses_is_one_line_and_records_nothing(slurm_cluster, tmp_
     assert not slurm_cluster.squeue()
     # and so the next try (without the bad argument) submits the whole study
     dry = l2l("train", study, "--launcher", "slurm", "--dry-run", cwd=tmp_path, env=env)
-    assert "[train] 14 would be submitted as one slurm array" in dry.stdout
+    assert "[train] 14 would be submitted to slurm" in dry.stdout
 
 
 def test_without_sbatch_the_slurm_launcher_is_one_line_and_writes_nothing(tmp_path):
@@ -203,4 +203,4 @@ def test_an_array_that_can_never_start_is_named_and_a_rerun_replaces_it(slurm_cl
     assert re.search(rf": CANCELLED \(PartitionConfig\) in slurm task {job}_\d+, which wrote no "
                      "log", ended.stdout), ended.stdout
     again = l2l("train", study, "--launcher", "slurm", "--dry-run", cwd=tmp_path, env=env)
-    assert "[train] 14 would be submitted as one slurm array (14 of them again)" in again.stdout
+    assert "[train] 14 would be submitted to slurm (14 of them again)" in again.stdout

@@ -242,7 +242,7 @@ def test_slurm_dry_run_writes_configs_and_prints_the_dependent_jobs(tmp_path, ca
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would submit: sbatch --parsable --array=0-95" in out
-    assert "[train] 96 would be submitted as one slurm array" in out  # was "nothing to do"
+    assert "[train] 96 would be submitted to slurm" in out  # was "nothing to do"
     # the follow-up job with its dependency (the array's id not known yet), which was left out
     assert ("would submit: sbatch --parsable '--dependency=afterany:<array job id>' "
             "--job-name=l2l-p-fit") in out

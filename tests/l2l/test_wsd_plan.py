@@ -6,6 +6,7 @@ trained trunk before branches."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -206,22 +207,15 @@ def test_a_wsd_study_trains_trunks_before_branches_and_its_endpoints_are_runs(tm
     cosine run's, the branches record their trunk and step, and their losses follow the
     trunk's until the branch step."""
     from l2l.plan import run_training_config
-    from training.branches import train_in_order
-    from training.launch import train_command, write_run_configs
+    from training.launch import run_local, write_run_configs
 
     study = tmp_path / "s"
     spec = small_spec()
     plan_study(spec, study)
     todo = write_run_configs(study, build=lambda folder, run: run_training_config(folder, run,
                                                                                   spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-    def train_one(item):
-        done = subprocess.run(train_command(item[1]), capture_output=True, text=True, env=env,
-                              timeout=600)
-        return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
-
-    assert train_in_order(todo, train_one, workers=2) == {}
+    # the launcher's pool, two at a time: it must hold each branch back until its trunk is done
+    assert run_local(todo, workers=2, log_dir=study / "logs") == {}
     for run in read_plan(study):
         final = json.loads((study / run.run / "final.json").read_text())
         assert final["steps"] == run.steps and final["schedule"] == "wsd"
@@ -233,3 +227,104 @@ def test_a_wsd_study_trains_trunks_before_branches_and_its_endpoints_are_runs(tm
                      .splitlines()]
             before = [x for x in losses if "loss" in x and x["step"] <= run.branch_step]
             assert before == [x for x in trunk if "loss" in x and x["step"] <= run.branch_step]
+
+
+def expand(array: str) -> list[int]:
+    """sbatch's ``--array`` ("0-2,5") as its indices."""
+    spans = [part.split("-") for part in array.split(",")]
+    return [i for span in spans for i in range(int(span[0]), int(span[-1]) + 1)]
+
+
+def test_slurm_submits_branches_as_arrays_that_wait_for_their_own_trunks_task(tmp_path,
+                                                                              monkeypatch):
+    """Under slurm the trunks (and any run that waits for nothing) are the first array; the k-th
+    branch of every trunk is an array at its trunk's indices that starts each task once that
+    trunk's task ended well (``aftercorr``), cancelled where it failed; a branch whose trunk is
+    still queued or running from an earlier launch waits for that very task (``afterok``)."""
+    from l2l.plan import run_training_config
+    from training.launch.slurm import launch_slurm, read_jobs
+
+    study = tmp_path / "s"
+    spec = small_spec()
+    plan_study(spec, study)
+    plan = {run.run: run for run in read_plan(study)}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # sbatch answers 40, 41, ...; squeue knows the first array's task 0 as running
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/bash\necho "$@" >> {bin_dir}/sbatch.calls\nn=$(cat {bin_dir}/n 2>/dev/null '
+        f'|| echo 40)\necho $((n + 1)) > {bin_dir}/n\necho $n\n')
+    (bin_dir / "squeue").write_text("#!/bin/bash\necho '40_0|RUNNING|None'\n")
+    (bin_dir / "sacct").write_text("#!/bin/bash\nexit 1\n")
+    for name in ("sbatch", "squeue", "sacct"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def build(folder, run):
+        return run_training_config(folder, run, spec)
+
+    launched = launch_slurm(study, build=build)
+    jobs = read_jobs(study)
+    assert [job.job for job in launched.jobs] == [job.job for job in jobs] == ["40", "41", "42"]
+    first = jobs[0].runs
+    assert all(not is_branch(plan[run]) for run in first)
+    for job, command in zip(jobs[1:], launched.commands[1:], strict=True):
+        assert "--dependency=aftercorr:40" in command and "--kill-on-invalid-dep=yes" in command
+        assert job.after == ("40",)
+        indices = [i for i, run in enumerate(job.runs) if run]
+        array = next(arg for arg in command if arg.startswith("--array=")).split("=")[1]
+        assert expand(array) == indices  # the trunks' indices
+        listing = Path(command[-1][1:]).read_text().splitlines()
+        for i in indices:  # task i is the branch of task i's trunk, its config on line i + 1
+            assert plan[job.runs[i]].trunk == first[i]
+            assert listing[i] == str(study / "configs" / f"{job.runs[i]}.yaml")
+    branches = [run for job in jobs[1:] for run in job.runs if run]
+    assert sorted(branches) == sorted(run for run in plan if is_branch(plan[run]))
+
+    # again, with the first array's task 0 (a trunk) running and every other task gone
+    again = launch_slurm(study, build=build)
+    assert list(again.in_flight) == [first[0]]
+    held = [job for job in read_jobs(study)[3:] if job.after == ("40_0",)]
+    assert len(held) == 1 and sorted(filter(None, held[0].runs)) == sorted(
+        run for run in plan if plan[run].trunk == first[0] and is_branch(plan[run]))
+    assert "--dependency=afterok:40_0" in again.commands[-1]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_wsd_study_under_slurm_trains_each_branch_after_its_trunk(slurm_cluster, tmp_path):
+    """On a real slurm (two one-CPU nodes): one trunk trains and its branches follow it task by
+    task; the other trunk fails (another trainer holds its folder) and slurm cancels its
+    branches, which ``l2l train --follow-up`` reports as not trained because of that trunk."""
+    from training.run_lock import RunLock
+
+    study = tmp_path / "s"
+    plan_study(small_spec(), study)
+    plan = read_plan(study)
+    trunks = [run for run in plan if run.trunk == run.run and
+              any(r.trunk == run.run and is_branch(r) for r in plan)]
+    held, free = trunks
+    env = slurm_cluster.env({**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+
+    def l2l(*args):
+        return subprocess.run([sys.executable, "-m", "l2l", *map(str, args)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    (study / held.run).mkdir()
+    with RunLock(study / held.run):
+        submitted = l2l("train", study, "--launcher", "slurm")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        jobs = re.search(r"\[train\] 7 submitted as slurm jobs ([\d, ]+)", submitted.stdout)
+        assert jobs, submitted.stdout
+        slurm_cluster.wait_jobs(*jobs.group(1).split(", "), timeout=420)
+    ended = l2l("train", study, "--follow-up")
+    for run in plan:
+        if run.trunk == free.run or run.trunk == run.run and run.run != held.run:
+            final = json.loads((study / run.run / "final.json").read_text())
+            assert final["steps"] == run.steps, ended.stdout
+        if is_branch(run) and run.trunk == free.run:  # it left the trunk's checkpoint
+            assert (final["trunk"], final["branch_step"]) == (free.run, run.branch_step)
+        if is_branch(run) and run.trunk == held.run:
+            assert re.search(rf"{run.run}: not trained: its trunk {held.run} failed \(CANCELLED",
+                             ended.stdout), ended.stdout + slurm_cluster.logs()
+    assert f"{held.run}: " in ended.stdout and "being trained by another process" in ended.stdout

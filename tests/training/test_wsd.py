@@ -291,6 +291,24 @@ def test_branches_start_after_their_trunk_and_in_parallel():
     assert "b3" not in order and {"b4", "solo", "t1", "t2"} <= set(order)
 
 
+def test_the_launcher_here_trains_a_branch_after_its_trunk_and_never_after_a_failed_one(
+        monkeypatch):
+    """``run_local`` in sequence: the plan's trunks before their branches, and a branch of a
+    trunk that failed reported, not started (it would fail to start from a missing checkpoint)."""
+    import training.launch as launch
+
+    started = []
+    monkeypatch.setattr(launch, "train_command", lambda config, *a: (
+        started.append(config) or ["false" if config.startswith("t2") else "true"]))
+    todo = [(planned("b1", 10, "t1", 8), "b1.yaml"), (planned("t1", 30, "t1", 24, C=3), "t1.yaml"),
+            (planned("b3", 10, "t2", 8), "b3.yaml"), (planned("t2", 30, "t2", 24, C=3), "t2.yaml")]
+    said = []
+    failed = launch.run_local(todo, say=said.append)
+    assert failed == {"t2": "exit status 1", "b3": "not trained: its trunk t2 failed"}
+    assert started.index("b1.yaml") > started.index("t1.yaml") and "b3.yaml" not in started
+    assert said[0].startswith("[1/4] t")  # a trunk first: the largest budget
+
+
 def test_launch_waves_put_each_branch_at_its_trunks_array_index():
     items = [(planned("t1", 30, "t1", 24), "t1.yaml"), (planned("b1", 10, "t1", 8), "b1.yaml"),
              (planned("b2", 20, "t1", 16), "b2.yaml"), (planned("solo", 5), "solo.yaml"),

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from training.branches import trained_fraction, train_in_order
 from training.config import TrainingConfig
 from training.launch.slurm import SlurmError, launch_slurm
 from training.study import PlannedRun, is_finished, read_plan, run_config
@@ -106,6 +107,9 @@ def run_local(todo: list[tuple[PlannedRun, Path]], accelerate_config_path: Path 
     """Train the runs here; return ``{run: why}`` for those that failed (each run is a process of
     its own, so one that fails never takes the others with it).
 
+    Either way a WSD branch starts once its trunk has finished, and is not trained (its why names
+    the trunk) where the trunk failed (``training.branches.train_in_order``).
+
     ``workers=None``: one after the other, each run's output on this terminal, a failure's why
     its exit status. ``workers=N``: a pool of N single-thread processes (threads of runs sharing
     the cores only wait for each other), the largest budgets first so that the pool ends
@@ -118,22 +122,25 @@ def run_local(todo: list[tuple[PlannedRun, Path]], accelerate_config_path: Path 
             say(f"would train {run.run}: {shlex.join(train_command(config, accelerate_config_path, num_processes))}")
         return {}
     if workers is None:
-        failed = {}
-        for i, (run, config) in enumerate(todo, 1):
+        count = iter(range(1, len(todo) + 1))
+
+        def train_here(item: tuple[PlannedRun, Path]) -> str | None:
+            run, config = item
             cmd = train_command(config, accelerate_config_path, num_processes)
+            i = next(count)
             say(f"[{i}/{len(todo)}] {run.run}: {shlex.join(cmd)}")
             code = subprocess.run(cmd).returncode
-            if code != 0:
-                say(f"[{i}/{len(todo)}] {run.run} failed; continuing with the next run")
-                failed[run.run] = f"exit status {code}"
-        return failed
+            if code == 0:
+                return None
+            say(f"[{i}/{len(todo)}] {run.run} failed; continuing with the next run")
+            return f"exit status {code}"
+
+        return train_in_order(todo, train_here, workers=1)
     return _run_pool(todo, accelerate_config_path, num_processes, workers, Path(log_dir))
 
 
 def _run_pool(todo, accelerate_config_path, num_processes, workers: int, log_dir: Path
               ) -> dict[str, str]:
-    from concurrent.futures import ThreadPoolExecutor
-
     from tqdm.auto import tqdm
 
     from training.data import prepare_corpora
@@ -148,57 +155,49 @@ def _run_pool(todo, accelerate_config_path, num_processes, workers: int, log_dir
     prepare_corpora(readable)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
-    failed: dict[str, str] = {}
-    order = sorted(todo, key=lambda item: -item[0].C)  # the largest first: the pool ends together
-    # The bar counts FLOPs (C), not runs: its rate and time left mean something from the first
-    # run on, however unequal the runs.
-    bar = tqdm(total=sum(run.C for run, _ in order), desc="training", unit="FLOP",
-               unit_scale=True, bar_format="{l_bar}{bar}| {n:.3g}/{total:.3g} FLOPs "
+    # The bar counts FLOPs (C, a branch only its decay's share), not runs: its rate and time
+    # left mean something from the first run on, however unequal the runs.
+    bar = tqdm(total=sum(run.C * trained_fraction(run) for run, _ in todo), desc="training",
+               unit="FLOP", unit_scale=True, bar_format="{l_bar}{bar}| {n:.3g}/{total:.3g} FLOPs "
                "[{elapsed}<{remaining}]{postfix}")
     done = [0]
     in_process = accelerate_config_path is None  # plain runs: a worker trains them in turn
-    pending = list(order)
     lock = threading.Lock()
+    mine = threading.local()  # each pool thread's training.worker
+    started: list[subprocess.Popen] = []
 
-    def next_run():
-        with lock:
-            return pending.pop(0) if pending else None
-
-    def finish(run: PlannedRun, code: int, log: Path, note: str = "") -> None:
-        if code != 0:
-            failed[run.run] = failure_line(log, default=f"exit status {code}") + note
+    def train_one(item: tuple[PlannedRun, Path]) -> str | None:
+        run, config = item
+        log = log_dir / f"{run.run}.log"
+        if in_process:
+            worker = getattr(mine, "worker", None)
+            if worker is None or worker.poll() is not None:
+                worker = mine.worker = subprocess.Popen(
+                    [sys.executable, "-m", "training.worker"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True, env=env)
+                with lock:
+                    started.append(worker)
+            code, note = _ask(worker, config, log)
+        else:
+            with open(log, "a") as out:
+                code = subprocess.run(train_command(config, accelerate_config_path, num_processes),
+                                      stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+            note = ""
         with lock:
             done[0] += 1
-            bar.update(run.C)
-            bar.set_postfix_str(f"{done[0]}/{len(order)} runs")
+            bar.update(run.C * trained_fraction(run))
+            bar.set_postfix_str(f"{done[0]}/{len(todo)} runs")
+        return None if code == 0 else failure_line(log, default=f"exit status {code}") + note
 
-    def serve() -> None:
-        worker = None
-        while (item := next_run()) is not None:
-            run, config = item
-            log = log_dir / f"{run.run}.log"
-            if not in_process:
-                with open(log, "a") as out:
-                    code = subprocess.run(
-                        train_command(config, accelerate_config_path, num_processes),
-                        stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-                finish(run, code, log)
-                continue
-            if worker is None or worker.poll() is not None:
-                worker = subprocess.Popen([sys.executable, "-m", "training.worker"],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          text=True, env=env)
-            code, note = _ask(worker, config, log)
-            finish(run, code, log, note)
-        if worker is not None and worker.poll() is None:
-            worker.stdin.close()
-            worker.wait()
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(serve) for _ in range(min(workers, len(order)))]:
-            future.result()
-    bar.close()
-    return failed
+    try:
+        # the largest first, so that the pool ends together; branches once their trunk is done
+        return train_in_order(todo, train_one, workers)
+    finally:
+        for worker in started:
+            if worker.poll() is None:
+                worker.stdin.close()
+                worker.wait()
+        bar.close()
 
 
 def _ask(worker: subprocess.Popen, config: Path, log: Path) -> tuple[int, str]:
@@ -334,9 +333,10 @@ def _launch_slurm(args: argparse.Namespace, sbatch_args: list[str], accel: Path 
             "--sbatch-args" if state.never_starts else ""))
     for run, why in launched.retried.items():
         print(f"  {run}: {why}; submitting it again")
-    if launched.command:
-        print(shlex.join(launched.command))
-    if launched.job:
-        print(f"submitted slurm job {launched.job.job}: {len(launched.todo)} run(s), each "
-              f"task's output in {launched.job.log.format(index='<index>')}")
+    for command in launched.commands:
+        print(shlex.join(command))
+    for job in launched.jobs:
+        print(f"submitted slurm job {job.job}: {sum(bool(run) for run in job.runs)} run(s)"
+              + (f" after {', '.join(job.after)}" if job.after else "")
+              + f", each task's output in {job.log.format(index='<index>')}")
     return 0

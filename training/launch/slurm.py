@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from analysis.atomic import write_atomic
@@ -62,7 +62,7 @@ class Job:
     kind: str
     """``train`` (an array of runs) or the caller's word for another job (``follow-up``)."""
     runs: tuple[str, ...] = ()
-    """The run of each array index."""
+    """The run of each array index ("" for an index the array does not have)."""
     log: str = ""
     """Its output file (``{index}`` stands for the array index)."""
     after: tuple[str, ...] = ()
@@ -140,9 +140,17 @@ def runs_on_cpu(accelerate_config_path: Path | None) -> bool:
 
 def slurm_submission(study_dir: str | Path, todo: list[tuple[PlannedRun, Path]],
                      sbatch_args: list[str], max_parallel: int | None = None,
-                     accelerate_config_path: Path | None = None) -> list[str]:
+                     accelerate_config_path: Path | None = None, *,
+                     indices: list[int] | None = None, dependency: str | None = None
+                     ) -> list[str]:
     """Write the array's list of configs (``STUDY/slurm/array-<hash>.txt``) and return the sbatch
     command that submits ``slurm_train.sh`` with one task per run.
+
+    ``indices``: the array index of each run (default 0, 1, ...), its config on that line of the
+    list; a WSD branch array takes its trunks' indices in the first array, so that
+    ``dependency="aftercorr:<first job>"`` starts each branch once its own trunk has ended well.
+    A task whose dependency can never be met (its trunk failed) is cancelled, not left pending
+    for ever with the jobs that wait for it (``--kill-on-invalid-dep=yes``).
 
     CPU configs ask for CPU nodes (``--gpus-per-node=0 --cpus-per-task=1``, against the
     template's 8 GPUs); ``sbatch_args`` come last, so that they override any of these. The
@@ -151,18 +159,34 @@ def slurm_submission(study_dir: str | Path, todo: list[tuple[PlannedRun, Path]],
 
     out = slurm_dir(study_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"{config}\n" for _, config in todo)
+    indices = list(range(len(todo))) if indices is None else list(indices)
+    lines = [""] * (max(indices) + 1)
+    for index, (_, config) in zip(indices, todo, strict=True):
+        lines[index] = str(config)
+    text = "".join(f"{line}\n" for line in lines)
     listing = out / f"array-{hashlib.sha1(text.encode()).hexdigest()[:12]}.txt"
     if not listing.is_file():
         write_atomic(listing, text)
-    array = f"0-{len(todo) - 1}" + (f"%{max_parallel}" if max_parallel else "")
+    array = _array_spec(indices) + (f"%{max_parallel}" if max_parallel else "")
+    after = [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
     export = f"--export=ALL,L2L_PYTHON={sys.executable}"
     if accelerate_config_path is not None:
         export += f",ACCELERATE_CONFIG={Path(accelerate_config_path).resolve()}"
     cpu = ["--gpus-per-node=0", "--cpus-per-task=1"] if runs_on_cpu(accelerate_config_path) else []
-    return ["sbatch", "--parsable", f"--array={array}",
+    return ["sbatch", "--parsable", f"--array={array}", *after,
             f"--job-name={job_name(study_dir)}", f"--output={out}/%x-%A_%a.out", *cpu, export,
             *sbatch_args, str(SLURM_TEMPLATE), f"@{listing}"]
+
+
+def _array_spec(indices: list[int]) -> str:
+    """sbatch's ``--array`` for these indices: ``0-3,5,7-8``."""
+    spans: list[list[int]] = []
+    for index in sorted(indices):
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def job_name(study_dir: str | Path) -> str:
@@ -279,7 +303,8 @@ def task_states(study_dir: str | Path, runs: list[str]) -> dict[str, TaskState]:
     for job in read_jobs(study_dir):
         if job.kind == "train":
             for index, run in enumerate(job.runs):
-                latest[run] = (job, index)
+                if run:  # a branch array's indices are its trunks': the others are empty
+                    latest[run] = (job, index)
     wanted = {run: latest[run] for run in runs if run in latest}
     queue = query_jobs(sorted({job.job for job, _ in wanted.values()}, key=int),
                        {f"{job.job}_{index}" for job, index in wanted.values()})
@@ -313,9 +338,20 @@ class SlurmLaunch:
     retried: dict[str, str]
     """runs whose last task ended without finishing them -> why; submitted again"""
     todo: list[tuple[PlannedRun, Path]]
-    """the runs of the new array (or of the one a dry run would submit)"""
-    command: list[str] | None = None
-    job: Job | None = None
+    """the runs of the new arrays (or of those a dry run would submit)"""
+    commands: list[list[str]] = field(default_factory=list)
+    """the sbatch command of each array: the first, then each wave of WSD decay branches"""
+    jobs: list[Job] = field(default_factory=list)
+    """the arrays slurm accepted, in that order"""
+
+    @property
+    def command(self) -> list[str] | None:
+        """The first array's sbatch command (the only one where no run is a WSD branch)."""
+        return self.commands[0] if self.commands else None
+
+    @property
+    def job(self) -> Job | None:
+        return self.jobs[0] if self.jobs else None
 
 
 def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
@@ -323,7 +359,8 @@ def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
                  max_parallel: int | None = None, accelerate_config_path: Path | None = None,
                  dry_run: bool = False, what: str = "--slurm") -> SlurmLaunch:
     """Submit every unfinished (selected) run that no task is queued for or running as one job
-    array; ``dry_run`` writes the configs and the array's list and submits nothing."""
+    array, and WSD decay branches as arrays that wait for their trunks' tasks (``_arrays``);
+    ``dry_run`` writes the configs and the arrays' lists and submits nothing."""
     from training.launch import write_run_configs
     from training.study import is_finished, read_plan, run_config
 
@@ -339,10 +376,42 @@ def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
         finished=[run for run in selected if run not in unfinished], in_flight=in_flight,
         retried={run.run: states[run.run].why() for run, _ in todo if run.run in states},
         todo=todo)
-    if todo:
-        launched.command = slurm_submission(study, todo, list(sbatch_args), max_parallel,
-                                            accelerate_config_path)
+    for items, indices, dependency in _arrays(todo, in_flight):
+        first = launched.jobs[0].job if launched.jobs else "<the first array's job>"
+        command = slurm_submission(study, items, list(sbatch_args), max_parallel,
+                                   accelerate_config_path, indices=indices,
+                                   dependency=dependency and dependency.format(first=first))
+        launched.commands.append(command)
         if not dry_run:
-            launched.job = submit(study, launched.command, kind="train",
-                                  runs=[run.run for run, _ in todo])
+            runs = [""] * (max(indices or [len(items) - 1]) + 1)
+            for index, (run, _) in zip(indices or range(len(items)), items, strict=True):
+                runs[index] = run.run
+            launched.jobs.append(submit(study, command, kind="train", runs=runs,
+                                        after=[dependency.format(first=first).split(":", 1)[1]]
+                                        if dependency else []))
     return launched
+
+
+def _arrays(todo: list[tuple[PlannedRun, Path]], in_flight: dict[str, TaskState]
+            ) -> list[tuple[list, list[int] | None, str | None]]:
+    """The arrays that train ``todo``: (runs, their array indices or None for 0, 1, ...,
+    sbatch's dependency with ``{first}`` for the first array's job). The first array holds every
+    run that waits for nothing; each wave of WSD branches follows it task by task (a trunk's k-th
+    branch at the trunk's index, ``aftercorr``); branches whose trunk is already queued or
+    running wait for that task (``afterok``)."""
+    from training.branches import depends_on, launch_waves
+
+    held: dict[str, list] = {}
+    free = []
+    for item in todo:
+        trunk = depends_on(item[0])
+        if trunk in in_flight:
+            held.setdefault(in_flight[trunk].task, []).append(item)
+        else:
+            free.append(item)
+    waves = launch_waves(free)
+    arrays = [(waves.first, None, None)] if waves.first else []
+    arrays += [([wave[i] for i in sorted(wave)], sorted(wave), "aftercorr:{first}")
+               for wave in waves.then]
+    arrays += [(items, None, f"afterok:{task}") for task, items in held.items()]
+    return arrays
