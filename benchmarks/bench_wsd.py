@@ -5,9 +5,9 @@ and what it costs (the targets' prediction errors, per method, against the cosin
 
     python benchmarks/bench_wsd.py --out runs/bench-wsd        # about 20 minutes on 2 cores
 
-Both studies are planned by ``l2l.plan`` from the ``tiny`` preset, trained by the same local
-launcher (``training.branches.train_in_order``: two single-thread processes, largest first, a
-branch after its trunk; for the cosine study that is the largest-first pool of ``l2l train``),
+Both studies are planned by ``l2l.plan`` from the ``tiny`` preset, trained by ``l2l train``'s
+local pool (``training.launch.run_local``: two single-thread processes, largest first, a branch
+once its trunk has finished),
 evaluated by ``l2l.stages.evaluate_study`` and fitted and reported by ``l2l report``'s code.
 Nothing is tuned to the targets. Prints a markdown block for benchmarks/RESULTS.md and writes
 ``<out>/bench_wsd.json``.
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,30 +33,15 @@ MAE_MARGIN = 0.005  # the issue's bar: the wsd grid's MAE at most 0.5 points abo
 
 
 def train_study(study: Path, spec, workers: int) -> tuple[float, dict[str, str]]:
-    """Train every planned run with ``workers`` single-thread processes; (wall seconds, failures)."""
+    """Train every planned run with ``workers`` single-thread processes (``l2l train``'s pool:
+    largest first, a branch once its trunk has finished); (wall seconds, failures)."""
     from l2l.plan import run_training_config
-    from training.branches import train_in_order
-    from training.launch import train_command, write_run_configs
+    from training.launch import run_local, write_run_configs
 
     todo = write_run_configs(study, build=lambda folder, run: run_training_config(folder, run,
                                                                                   spec))
-    logs = study / "logs"
-    logs.mkdir(exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
-
-    def train_one(item):
-        run, config = item
-        with open(logs / f"{run.run}.log", "a") as out:
-            code = subprocess.run(train_command(config), stdout=out, stderr=subprocess.STDOUT,
-                                  env=env).returncode
-        if code == 0:
-            return None
-        lines = (logs / f"{run.run}.log").read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else f"exit status {code}"
-
     start = time.perf_counter()
-    failed = train_in_order(todo, train_one, workers)
+    failed = run_local(todo, workers=workers, log_dir=study / "logs")
     return time.perf_counter() - start, failed
 
 

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from training.branches import trained_fraction, train_in_order
+from training.branches import train_in_order, trained_fraction
 from training.config import TrainingConfig
 from training.launch.slurm import SlurmError, launch_slurm
 from training.study import PlannedRun, is_finished, read_plan, run_config

@@ -377,7 +377,7 @@ def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
         retried={run.run: states[run.run].why() for run, _ in todo if run.run in states},
         todo=todo)
     for items, indices, dependency in _arrays(todo, in_flight):
-        first = launched.jobs[0].job if launched.jobs else "<the first array's job>"
+        first = launched.jobs[0].job if launched.jobs else "<first array job id>"
         command = slurm_submission(study, items, list(sbatch_args), max_parallel,
                                    accelerate_config_path, indices=indices,
                                    dependency=dependency and dependency.format(first=first))
