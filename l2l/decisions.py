@@ -32,7 +32,7 @@ ALLOCATION_COLUMNS = ("data", "approach", "C", "N", "N_lower", "N_upper", "D", "
 def comparable_metrics(results: pd.DataFrame, corpora: list[str], tasks: list[str]) -> list[str]:
     """The metrics measured on every model whatever it was trained on: the held-out losses on
     each corpus' validation set and the downstream test losses (those the table holds)."""
-    from l2l.fits import loss_column, task_column
+    from l2l.quantities import loss_column, task_column
 
     wanted = [loss_column(c) for c in corpora] + [task_column(t) for t in tasks]
     return [m for m in wanted if m in results.columns and results[m].notna().any()]
@@ -115,7 +115,7 @@ def allocation(fits, results: pd.DataFrame, spec, budgets,
     approach 2 needs three budgets whose runs bracket their optimum, approach 3 a law whose
     parameters its data pin."""
     from analysis.allocation import isoflop_optimum, parametric_optimum
-    from l2l.fits import loss_column
+    from l2l.quantities import loss_column
 
     frames, left_out = [], []
     for corpus in spec.corpora:

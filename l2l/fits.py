@@ -23,10 +23,8 @@ fit's noise only. Then the methods of ``l2l.methods``: ``calibrated``, ``selecte
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,47 +32,15 @@ import numpy as np
 import pandas as pd
 
 from l2l.layout import DECISIONS, LAWS_DIR, PREDICTIONS
+from l2l.quantities import (
+    PREDICTION_COLUMNS,
+    Quantity,
+    loss_column,
+    prediction_row,
+    task_column,
+)
 
-PREDICTION_COLUMNS = ("run", "dataset", "quantity", "kind", "law", "method", "choice", "given",
-                      "prediction", "lower", "upper", "actual", "relative_error", "covered",
-                      "interval")
 METHODS = ("selected", "paper", "calibrated", "multi_source")  # the report's order
-
-
-def loss_column(corpus: str) -> str:
-    """The results-table metric of the held-out loss on ``corpus`` (evaluation's name)."""
-    from evaluation.losses import loss_metric_names
-
-    return loss_metric_names(corpus)["ce"]
-
-
-def task_column(task: str) -> str:
-    """The results-table metric of a downstream task's test loss (evaluation's name)."""
-    from evaluation.tasks import test_loss_metric
-
-    return test_loss_metric(task)
-
-
-@dataclass
-class Quantity:
-    """One thing the study predicts of its target runs, and the tables it is fitted on."""
-
-    kind: str
-    """``single corpus``, ``train-to-train`` or ``train-to-test``."""
-    corpus: str
-    """The corpus the predicted runs were trained on."""
-    column: str
-    """The predicted metric."""
-    name: str
-    """The law's name (``laws/<name>/``, figures)."""
-    fit: pd.DataFrame
-    """Grid runs: run, dataset, N, D, C, M, ``actual`` (the metric), ``actual_x`` (the given loss)."""
-    targets: pd.DataFrame
-    """Target runs, the same columns (``actual`` NaN where not measured)."""
-    source: str | None = None
-    """Train-to-train: the corpus whose runs give the x loss."""
-    given: str = "N, D"
-    """What the prediction is made from, in words."""
 
 
 @dataclass
@@ -177,7 +143,8 @@ def check_grid_schedules(study_dir: str | Path, results: pd.DataFrame, targets: 
     """Refuse (ValueError) a grid whose runs were trained with different learning-rate schedules
     (cosine runs beside WSD branches) unless the spec asks for it (``prediction.mixed_schedules``);
     the targets are never fitted, so theirs may differ."""
-    from training.branches import check_one_schedule, run_schedule
+    from training.branches import check_one_schedule
+    from training.study import run_schedule
 
     grid = sorted(set(results.run) - set(targets))
     check_one_schedule({run: run_schedule(Path(study_dir) / run) for run in grid},
@@ -219,26 +186,6 @@ def fit_study(results: pd.DataFrame, spec, targets: list[str], *, progress: bool
     return fits
 
 
-def prediction_row(quantity: Quantity, target: dict, method: str, choice: str, law: str,
-                   point, lower, upper, note: str) -> dict:
-    """One row of ``predictions.csv``: a target run's prediction by one method, its interval
-    and, where measured, the actual value (relative error = predicted / actual - 1)."""
-    actual = float(target["actual"]) if np.isfinite(target.get("actual", np.nan)) else math.nan
-    point, lower, upper = float(point), float(lower), float(upper)
-    given = quantity.given
-    if "actual_x" in target and np.isfinite(target["actual_x"]) and quantity.source:
-        given = f"{quantity.source} loss {target['actual_x']:.4f}"
-    elif "actual_x" in target and np.isfinite(target["actual_x"]):
-        given = f"{quantity.corpus} loss {target['actual_x']:.4f}"
-    return {"run": target["run"], "dataset": quantity.corpus, "quantity": quantity.column,
-            "kind": quantity.kind, "law": law, "method": method, "choice": choice,
-            "given": given, "prediction": point, "lower": lower, "upper": upper,
-            "actual": actual,
-            "relative_error": (point - actual) / actual if np.isfinite(actual) else math.nan,
-            "covered": bool(lower <= actual <= upper) if np.isfinite(actual) else None,
-            "interval": note}
-
-
 def _slug(column: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in column).strip("-")
 
@@ -270,12 +217,3 @@ def save_fits(fits: StudyFits, study_dir: str | Path) -> list[Path]:
         write_atomic(study / DECISIONS, fits.decisions.to_csv(index=False))
         written.append(study / DECISIONS)
     return written
-
-
-def quiet(function, *args, caught: list[str], label: str, **kwargs):
-    """``function(*args, **kwargs)`` with its warnings collected into ``caught`` as text."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        value = function(*args, **kwargs)
-    caught += [f"{label}: {w.message}" for w in seen]
-    return value

@@ -1,7 +1,7 @@
 """The prediction methods beyond the papers', for any study: the study's own smaller runs decide
 how far to trust, and how to correct, each law's extrapolation.
 
-For each predicted quantity (``l2l.fits.Quantity``: a corpus' own loss, a translation between
+For each predicted quantity (``l2l.quantities.Quantity``: a corpus' own loss, a translation between
 two corpora, a test loss) the study's grid is cut at each of its budgets in turn; the procedure
 is refitted on the runs up to the cut and predicts those above (``analysis.calibrate``). How
 those nested predictions erred, and how the error grew with the distance of extrapolation,

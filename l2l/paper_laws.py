@@ -1,4 +1,4 @@
-"""The paper's method for a study's quantities (``l2l.fits.Quantity``): the rows of method
+"""The paper's method for a study's quantities (``l2l.quantities.Quantity``): the rows of method
 ``paper`` in ``predictions.csv``, and the laws saved in ``STUDY/laws/``.
 
 A corpus' loss, own or test, is fitted by the Chinchilla form over (N, D) with the notebooks'
@@ -22,7 +22,7 @@ def paper_predictions(quantities: list, fits, n_resamples: int, level: float,
     prediction rows of the targets."""
     from tqdm.auto import tqdm
 
-    from l2l.fits import prediction_row
+    from l2l.quantities import prediction_row
 
     rows: list[dict] = []
     chinchilla: dict[tuple[str, str], object] = {}
@@ -92,7 +92,7 @@ def _predict(law, level: float, **at) -> tuple[float, float, float]:
 
 def _chinchilla(q, fits, n_resamples: int):
     from analysis import bootstrap, fit_law
-    from l2l.fits import quiet
+    from l2l.quantities import quiet
 
     if len(q.fit) < CHINCHILLA_MIN_RUNS:
         fits.missing.append(f"chinchilla {q.column} of {q.corpus}: {len(q.fit)} grid runs with "
@@ -114,7 +114,7 @@ def _chinchilla(q, fits, n_resamples: int):
 def _loss_to_loss(q, E_x, E_y, fits, n_resamples: int):
     from analysis import bootstrap
     from analysis.workflows import fit_loss_to_loss
-    from l2l.fits import quiet
+    from l2l.quantities import quiet
 
     x, y = q.fit.actual_x.to_numpy(float), q.fit.actual.to_numpy(float)
     ex, ey = float(E_x.params["E"]), float(E_y.params["E"])

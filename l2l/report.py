@@ -27,7 +27,7 @@ def metric_label(column: str, corpora: list[str] = ()) -> str:
     """A results-table metric in words: ``eval/python_prose_val/CrossEntropyLoss`` -> "loss on
     python-prose" (the corpus by its label), ``eval/downstream_ce_loss/arc_easy_test_ce_loss``
     -> "arc_easy test loss"."""
-    from l2l.fits import loss_column
+    from l2l.quantities import loss_column
 
     for corpus in corpora:
         if column == loss_column(corpus):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from training.checkpoint import (
     CheckpointError,
@@ -43,7 +43,9 @@ from training.checkpoint import (
     verify_checkpoint,
 )
 from training.schedule import decay_start, warmup_steps_for
-from training.study import FINAL_NAME, PlannedRun
+
+if TYPE_CHECKING:  # annotations only: training.study imports this module to plan its configs
+    from training.study import PlannedRun
 
 BRANCH_RECORD = "branch.json"  # in a branch's run folder: its trunk and branch step
 SCHEDULES = ("cosine", "wsd")  # what a study's grid is planned with
@@ -340,12 +342,12 @@ def trunk_stable_steps(cfg) -> int:
 
 def branch_mismatches(trunk, branch) -> list[str]:
     """What makes the trunk's state not the one the branch continues, in words (empty: none)."""
-    from training.trainer import _flat
+    from training.typed_config import flat_fields
 
     problems = []
     if trunk.schedule.kind not in ("wsd", "constant"):
         problems.append(f"schedule.kind {trunk.schedule.kind} (a trunk is wsd or constant)")
-    old, new = _flat(trunk.to_dict()), _flat(branch.to_dict())
+    old, new = flat_fields(trunk.to_dict()), flat_fields(branch.to_dict())
     for key in sorted(old.keys() | new.keys()):
         if key.startswith(_FREE_FIELDS) or old.get(key) == new.get(key):
             continue
@@ -370,25 +372,6 @@ def _step(line: str) -> int | None:
 
 
 # ------------------------------------------------------------------------------- fitting
-def run_schedule(run_dir: str | Path) -> str | None:
-    """The schedule a finished run was trained with (its ``final.json``, else its config's
-    ``schedule.kind``), or None when neither says."""
-    run_dir = Path(run_dir)
-    try:
-        final = json.loads((run_dir / FINAL_NAME).read_text())
-        if isinstance(final, dict) and isinstance(final.get("schedule"), str):
-            return final["schedule"]
-    except (OSError, ValueError):
-        pass
-    try:
-        import yaml
-
-        saved = yaml.safe_load((run_dir / "training_config.yaml").read_text())
-        return str(saved["schedule"]["kind"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
 def check_one_schedule(schedules: Mapping[str, str | None], allow_mixed: bool = False) -> None:
     """Refuse (``ValueError``) fitting runs of more than one learning-rate schedule together
     (a WSD endpoint and a cosine run at the same (N, D) are different points), unless asked."""

@@ -285,3 +285,22 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:  # its message names neither the file nor the study
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def run_schedule(run_dir: str | Path) -> str | None:
+    """The schedule a finished run was trained with (its ``final.json``, else its config's
+    ``schedule.kind``), or None when neither says."""
+    run_dir = Path(run_dir)
+    try:
+        final = json.loads((run_dir / FINAL_NAME).read_text())
+        if isinstance(final, dict) and isinstance(final.get("schedule"), str):
+            return final["schedule"]
+    except (OSError, ValueError):
+        pass
+    try:
+        import yaml
+
+        saved = yaml.safe_load((run_dir / "training_config.yaml").read_text())
+        return str(saved["schedule"]["kind"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -60,6 +60,7 @@ from training.loss import causal_lm_loss
 from training.run_lock import RunLock, RunLockedError
 from training.schedule import decay_steps_for, lr_at_step, warmup_steps_for
 from training.study import FINAL_NAME, run_finished
+from training.typed_config import flat_fields
 
 # The run's corpus as it was when the run started (``source_fingerprint``): a resume refuses a
 # corpus whose documents changed since.
@@ -194,20 +195,10 @@ def _wandb_configured() -> bool:
         return False
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
-
-
 def _changed_fields(before: TrainingConfig, after: TrainingConfig) -> list[str]:
     """Fields that differ, except those that may change between sessions of one run."""
     free = ("checkpoint.", "logging.", "run.max_steps", "data.hub_mirror")
-    old, new = _flat(before.to_dict()), _flat(after.to_dict())
+    old, new = flat_fields(before.to_dict()), flat_fields(after.to_dict())
     return sorted(k for k in old.keys() | new.keys()
                   if old.get(k) != new.get(k) and not k.startswith(free))
 
@@ -424,7 +415,7 @@ def train(cfg: TrainingConfig) -> dict:
         metrics = MetricsLog(run_dir / "metrics.jsonl", main,
                              resume_step=step if resume_from is not None else None)
         accelerator.init_trackers(
-            cfg.logging.project, config=_flat(cfg.to_dict()),
+            cfg.logging.project, config=flat_fields(cfg.to_dict()),
             init_kwargs={"wandb": {"name": name, "dir": str(run_dir / "logs")}},
         )
 

@@ -82,6 +82,18 @@ def set_dotted(cfg: Any, dotted: str, raw: str) -> None:
             obj = getattr(obj, part)
 
 
+def flat_fields(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A config's plain data (``to_dict()``) as ``{dotted field: value}``, values that are not
+    scalars as text: what two configs are compared by, and what trackers are given."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flat_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
 def check_types(obj: Any, prefix: str = "") -> None:
     """Check (and normalise in place) every field of a config built in Python, not read."""
     for f in dataclasses.fields(obj):

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from l2l.cli import main
-from l2l.fits import fit_study, loss_column, task_column
+from l2l.fits import fit_study
 from l2l.plan import STUDY_RECORD, plan_study
 from l2l.presets import get_preset
+from l2l.quantities import loss_column, task_column
 from l2l.spec import Evaluation, Grid, Prediction, Shape, StudySpec, Target
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,13 +21,12 @@ from training.branches import (
     check_one_schedule,
     launch_waves,
     plan_branches,
-    run_schedule,
     train_in_order,
 )
 from training.checkpoint import list_checkpoints, read_train_state, save_checkpoint
 from training.config import ConfigError
 from training.schedule import decay_start, decay_steps_for, lr_at_step
-from training.study import PlannedRun
+from training.study import PlannedRun, run_schedule
 from training.trainer import train
 
 TOKENS_PER_STEP = 8 * 32  # tiny_config: 8 sequences of 32

@@ -102,7 +102,7 @@ class TaskState:
         and the log that holds the rest."""
         state = ("no longer known to slurm" if self.state == GONE else self.state) + (
             f" ({self.reason})" if self.reason and self.reason != "None" else "")
-        from training.launch import failure_line
+        from training.launch.files import failure_line
 
         if not self.log.is_file():
             return f"{state} in slurm task {self.task}, which wrote no log ({self.log})"
@@ -125,7 +125,7 @@ def runs_on_cpu(accelerate_config_path: Path | None) -> bool:
     """Whether runs launched with this accelerate config train on CPUs: the shipped ``cpu`` and
     ``cpu_ddp`` (which says ``use_cpu: false`` only so that accelerate starts several processes)
     or any config with ``use_cpu: true``."""
-    from training.launch import ACCELERATE_CONFIGS
+    from training.launch.files import ACCELERATE_CONFIGS
 
     if accelerate_config_path is None:
         return False
@@ -155,7 +155,7 @@ def slurm_submission(study_dir: str | Path, todo: list[tuple[PlannedRun, Path]],
     CPU configs ask for CPU nodes (``--gpus-per-node=0 --cpus-per-task=1``, against the
     template's 8 GPUs); ``sbatch_args`` come last, so that they override any of these. The
     tasks run this Python (``L2L_PYTHON``), whether or not its environment is activated."""
-    from training.launch import SLURM_TEMPLATE
+    from training.launch.files import SLURM_TEMPLATE
 
     out = slurm_dir(study_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -361,7 +361,7 @@ def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
     """Submit every unfinished (selected) run that no task is queued for or running as one job
     array, and WSD decay branches as arrays that wait for their trunks' tasks (``_arrays``);
     ``dry_run`` writes the configs and the arrays' lists and submits nothing."""
-    from training.launch import write_run_configs
+    from training.launch.files import write_run_configs
     from training.study import is_finished, read_plan, run_config
 
     if not dry_run:
