@@ -168,6 +168,9 @@ def load_spec(args):
                 raise ConfigError(f"--corpus: {name.strip()!r} is given twice")
             corpora[name.strip()] = source.strip()
         spec.corpora = corpora
+        # the spec's words describe its own corpora: say what this study compares instead
+        spec.description = (f"{' against '.join(corpora)}, on the grid and targets of the "
+                            f"`{spec.name}` study")
     if args.schedule is not None:
         spec.schedule = args.schedule
     return spec.check()

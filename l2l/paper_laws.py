@@ -72,7 +72,8 @@ def paper_predictions(quantities: list, fits, n_resamples: int, level: float,
         fits.drawn.append(q.name)
         fits.inputs[q.name] = ({"L": q.fit.actual_x.to_numpy(float)},
                                q.fit.actual.to_numpy(float),
-                               f"{q.source or q.corpus} loss", f"{q.column} ({q.corpus} runs)")
+                               f"{q.source or q.corpus} loss (models trained on {q.source or q.corpus})",
+                               q.column)
         for target in q.targets.to_dict("records"):
             if not np.isfinite(target.get("actual_x", np.nan)):
                 fits.missing.append(f"{q.name} at {target['run']}: no measured given loss")

@@ -66,7 +66,7 @@ def _presets() -> dict[str, StudySpec]:
             "docstrings, comments and help topics): 6 shapes at 6 budgets over a decade of "
             "compute, the iso-FLOP points with 2 < D/N < 200 as in the loss-to-loss paper's "
             "sweep (16 runs per corpus), and a two-layer width-128 run at 3x the largest budget "
-            "that the fits never see; about 10 minutes on 2 CPU cores, offline",
+            "that the fits never see; about 7 minutes on 2 CPU cores, offline",
             corpora=dict(_OFFLINE_CORPORA),
             # A small vocabulary: the embeddings are most of a tiny model's parameters, and with
             # fewer of them the runs reach the tokens per parameter the papers fit on a CPU's

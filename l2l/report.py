@@ -97,8 +97,11 @@ def draw_figures(fits, results: pd.DataFrame, targets: list[str], study_dir: str
             xs = inputs["L"]
             given = rows.given.str.extract(r"loss ([0-9.]+)")[0].astype(float)
             low = float(min(xs.min(), given.min())) if len(given) else None
+            # y measured on the predicted corpus' models, x on its source's (the same N, D)
             fig = plot_law(law, inputs, y, extrapolate_to=low, interval="prediction",
-                           level=level, xlabel=xlabel, ylabel=metric_label(ylabel, corpora),
+                           level=level, xlabel=xlabel,
+                           ylabel=metric_label(ylabel, corpora) + (
+                               f" (models trained on {rows.dataset.iloc[0]})" if len(rows) else ""),
                            title=f"{name}: the grid, the law, and the target runs")
             where = dict(zip(rows.run, given, strict=True))
         ax = fig.axes[0]

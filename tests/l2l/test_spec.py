@@ -117,6 +117,11 @@ def test_corpus_flag_replaces_the_corpora_and_bad_sources_are_named(tmp_path, ca
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "L2L_web_" in out and "L2L_code_" in out and "python-stdlib" not in out
+    # the preset's words were about its own corpora (the report opened with them)
+    assert main(["plan", "--preset", "smoke", "--corpus", f"web={a}", "--corpus", f"code={b}",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["description"] == "web against code, on the grid and targets of the `smoke` study"
     assert main(["plan", "--preset", "smoke", "--corpus", "web", "--dry-run"]) == 2
     assert "expected NAME=SOURCE" in capsys.readouterr().err
     assert main(["plan", "--preset", "smoke", "--corpus", f"web={tmp_path}/nothing.jsonl",

@@ -288,3 +288,31 @@ def test_the_allocation_says_why_an_approach_is_left_out():
     del fits.laws["chinchilla-a"]
     _, left_out = allocation(fits, results, spec, [3e15], 0.9)
     assert "a, approach 3: no Chinchilla law of its loss was fitted (see the missing laws)" in left_out
+
+
+@pytest.mark.slow
+def test_figure_axes_say_the_metric_and_whose_models_in_words(smoke_study, tmp_path,
+                                                              monkeypatch):
+    """A loss-to-loss figure's y axis names the metric in words and the models it was measured
+    on ("loss on python-prose (models trained on python-stdlib)"), not the results-table
+    column (issue 18: raw metric names)."""
+    import analysis.plots
+    from l2l.cli import _fit
+    from l2l.report import draw_figures
+
+    drawn = []
+    real = analysis.plots.plot_law
+
+    def recording(*args, **kwargs):
+        drawn.append((kwargs.get("xlabel"), kwargs.get("ylabel")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.plots, "plot_law", recording)
+    spec, record, results, fits = _fit(smoke_study.study, False)
+    figures = draw_figures(fits, results, record["targets"], tmp_path, spec.prediction.level,
+                           list(spec.corpora))
+    assert len(drawn) == len(fits.drawn) > 0 and len(figures) > len(drawn)  # and decisions.png
+    for xlabel, ylabel in drawn:
+        assert "eval/" not in ylabel and "CrossEntropyLoss" not in ylabel, ylabel
+        if xlabel is not None:  # loss-to-loss: both axes say whose models
+            assert "(models trained on python-" in xlabel and "(models trained on " in ylabel
