@@ -35,9 +35,10 @@ Workflows (``analysis.workflows``): ``compute_optimal``, ``fit_loss_to_loss``,
 ``TwoStepLaw``. Figures: ``analysis.plots.plot_law``. Command line: ``python -m analysis fit|predict``.
 """
 
-import importlib
 import sys
 import types
+
+from analysis.lazy import lazy_names
 
 # The API loads on first use (PEP 562), so that a torch-free helper module (``analysis.sizes``,
 # ``analysis.atomic``, ``analysis.cache``) imports in milliseconds for the other packages, not
@@ -58,12 +59,7 @@ _API = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _API)
 
 
 class _Package(types.ModuleType):

@@ -13,7 +13,7 @@ and the names below on first use, so that ``import training.config`` stays cheap
 command's help reads the study presets, which hold training configs).
 """
 
-import importlib
+from analysis.lazy import lazy_names
 
 _NAMES = {
     "PRESETS": "training.config",
@@ -25,12 +25,7 @@ _NAMES = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_NAMES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
 
 
 __all__ = ["CORPORA", "PAPER_CORPORA", "PRESETS", "ConfigError", "CorpusError", "TrainingConfig"]

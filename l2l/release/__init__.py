@@ -33,39 +33,33 @@ skipped, so a rerun after an interruption uploads only what is missing. From the
 The package, one module per concept: ``survey`` (what a study's release holds, read from the
 study folder), ``cards`` (the model cards), ``build`` (the folder and its manifest), ``push``
 (the upload) and ``cli`` (the command line). Its names load on first use, so that
-``l2l release --help`` answers at once without importing torch, the Hub client or analysis.
+``l2l release --help`` answers at once without importing torch, the Hub client or analysis'
+fitting code (``analysis.lazy``, the packages' shared lazy-name mechanism, is stdlib only).
 """
 
 from __future__ import annotations
 
-import importlib
+from analysis.lazy import lazy_names
 
 # name -> the module of this package that defines it, imported on first use (PEP 562)
 _EXPORTS = {
-    "build_parser": "cli",
-    "main": "cli",
-    "run_cli": "cli",
-    "build_release": "build",
-    "describe_release": "build",
-    "read_manifest": "build",
-    "release_is_current": "build",
-    "MANIFEST_NAME": "build",
-    "_Writer": "build",
-    "check_repo_id": "push",
-    "push_release": "push",
-    "resolve_token": "push",
-    "check_study": "survey",
+    "build_parser": ".cli",
+    "main": ".cli",
+    "run_cli": ".cli",
+    "build_release": ".build",
+    "describe_release": ".build",
+    "read_manifest": ".build",
+    "release_is_current": ".build",
+    "MANIFEST_NAME": ".build",
+    "_Writer": ".build",
+    "check_repo_id": ".push",
+    "push_release": ".push",
+    "resolve_token": ".push",
+    "check_study": ".survey",
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 __all__ = sorted(name for name in _EXPORTS if not name.startswith("_"))
