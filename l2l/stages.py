@@ -68,7 +68,8 @@ def train_study(study_dir: str | Path, *, launcher: str = "local", workers: int 
     """Train every unfinished run of the study with ``training.launch``. ``local``: ``workers``
     runs at a time (default: the spec's), each a single-thread process logging to
     ``STUDY/logs/<run>.log``; ``slurm``: one array task per run that is neither finished nor
-    queued or running."""
+    queued or running (WSD decay branches in arrays that wait for their trunks' tasks). Either
+    way a branch trains only after its trunk (``training.branches``)."""
     from training.launch import accelerate_config as find_config
     from training.launch import run_local
     from training.study import read_plan
