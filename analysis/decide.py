@@ -273,7 +273,10 @@ def gap_figure(table: pd.DataFrame, metrics: Sequence[str], method: str, title: 
     metrics = list(metrics)
     columns = min(2, len(metrics))
     rows = int(np.ceil(len(metrics) / columns))
-    fig = Figure(figsize=(7.5 * columns, 4.2 * rows + 0.6))
+    # a panel as tall as its pairs need: 15 pairs of six corpora, or the one of a two-corpus study
+    pairs = max(int(((table["metric"] == m) & (table["method"] == method)).sum()) for m in metrics)
+    panel = 1.0 + 0.22 * max(pairs, 1)
+    fig = Figure(figsize=(7.5 * columns, panel * rows + 0.6 + 0.5 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         frame = table[(table["metric"] == metric) & (table["method"] == method)]
@@ -296,6 +299,4 @@ def gap_figure(table: pd.DataFrame, metrics: Sequence[str], method: str, title: 
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle(title or f"predicted gaps ({method}), with intervals", fontsize=10)
-    fig.subplots_adjust(left=0.2, right=0.98, top=1 - 0.5 / fig.get_figheight(),
-                        bottom=0.45 / fig.get_figheight(), wspace=0.75, hspace=0.4)  # fmt: skip
     return fig

@@ -290,6 +290,24 @@ def test_gap_figure_draws_each_metric(synthetic_decisions):
     assert axis.get_title() == "loss" and len(axis.get_yticklabels()) == 3
 
 
+def test_gap_figure_panels_fit_their_pairs_and_never_overlap():
+    """A two-corpus study has one pair per metric: its panels are short (the tiny study's figure
+    was 9 inches tall for three points, panels of 4 inches around one), and no panel's labels
+    run into another's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    metrics = ["loss on a", "loss on b", "arc_easy test loss"]
+    table = pd.DataFrame({"metric": metrics, "method": "selected", "data_a": "a", "data_b": "b",
+                          "p_a_better": [1.0, 0.0, 0.0], "gap": [-0.26, 0.24, 0.1],
+                          "gap_lower": [-0.31, 0.19, 0.08], "gap_upper": [-0.21, 0.3, 0.11]})
+    figure = gap_figure(table, metrics, "selected", title="gaps")
+    FigureCanvasAgg(figure).draw()
+    boxes = [ax.get_tightbbox() for ax in figure.axes if ax.get_visible()]
+    assert len(boxes) == 3 and figure.get_figheight() < 6
+    for one, other in itertools.combinations(boxes, 2):
+        assert not one.overlaps(other), (one, other)
+
+
 # ----------------------------------------------------------------------------- allocation
 
 
