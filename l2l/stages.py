@@ -142,7 +142,8 @@ def slurm_outcome(study_dir: str | Path) -> StageReport:
 
     study = Path(study_dir)
     report = StageReport(launcher="slurm")
-    plan = [run.run for run in read_plan(study)]
+    planned = read_plan(study)
+    plan = [run.run for run in planned]
     unfinished = [run for run in plan if not is_finished(study, run)]
     states = task_states(study, unfinished)
     report.done = [run for run in plan if run not in unfinished]
@@ -152,7 +153,7 @@ def slurm_outcome(study_dir: str | Path) -> StageReport:
             report.failed[run] = "never submitted to slurm"
         elif not states[run].in_flight:
             report.failed[run] = states[run].why()
-    trunks = {run.run: depends_on(run) for run in read_plan(study)}
+    trunks = {run.run: depends_on(run) for run in planned}
     for run in list(report.failed):  # slurm cancelled the branches of a failed trunk
         if trunks[run] in report.failed:
             report.failed[run] = (f"not trained: its trunk {trunks[run]} failed "

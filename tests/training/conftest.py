@@ -85,3 +85,25 @@ def run_subprocess(args: list[str], *, env: dict | None = None, timeout: float =
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def train_until_crash(cfg, monkeypatch, step: int) -> None:
+    """Train ``cfg`` as a process killed when it reaches ``step`` would: a KeyboardInterrupt
+    raised from inside the loop (the learning rate of that step), checkpoints as they were."""
+    import training.trainer as trainer
+    from training.trainer import train
+
+    real = trainer.lr_at_step
+
+    def crash(at, **kwargs):
+        if at == step:
+            raise KeyboardInterrupt("simulated crash")
+        return real(at, **kwargs)
+
+    monkeypatch.setattr(trainer, "lr_at_step", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    finally:
+        monkeypatch.setattr(trainer, "lr_at_step", real)
+

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import tiny_config
+from tests.training.conftest import tiny_config, train_until_crash
 from training.checkpoint import CheckpointError, list_checkpoints, read_train_state
 from training.config import ConfigError
 from training.trainer import NonFiniteLossError, build_model, build_optimizer, train
@@ -87,20 +87,8 @@ def test_resume_after_a_crash_ends_with_identical_weights(tmp_path, tokenizer_di
     reference = tiny_config(tokenizer_dir, data_dir, tmp_path / "a")
     train(reference)
 
-    import training.trainer as trainer
-
-    real = trainer.lr_at_step
-
-    def crash_at_step_7(step, **kwargs):
-        if step == 7:
-            raise KeyboardInterrupt("simulated crash")
-        return real(step, **kwargs)
-
     crashing = tiny_config(tokenizer_dir, data_dir, tmp_path / "b")
-    monkeypatch.setattr(trainer, "lr_at_step", crash_at_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        train(crashing)
-    monkeypatch.setattr(trainer, "lr_at_step", real)
+    train_until_crash(crashing, monkeypatch, step=7)
     run_dir = tmp_path / "b" / "tiny"
     assert not (run_dir / "final.json").exists()
     assert read_train_state(list_checkpoints(run_dir / "checkpoints")[-1][1])["step"] == 4
@@ -166,19 +154,7 @@ def test_a_misspelt_model_field_is_a_config_error(tmp_path, tokenizer_dir, data_
 
 def test_a_damaged_checkpoint_is_named_not_skipped(tmp_path, tokenizer_dir, data_dir,
                                                    monkeypatch):
-    import training.trainer as trainer
-
-    real = trainer.lr_at_step
-
-    def crash_at_step_5(step, **kwargs):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return real(step, **kwargs)
-
-    monkeypatch.setattr(trainer, "lr_at_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tokenizer_dir, data_dir, tmp_path))
-    monkeypatch.setattr(trainer, "lr_at_step", real)
+    train_until_crash(tiny_config(tokenizer_dir, data_dir, tmp_path), monkeypatch, step=5)
     weights_file = tmp_path / "tiny" / "checkpoints" / "step_00000004" / "model.safetensors"
     weights_file.write_bytes(weights_file.read_bytes()[:100])  # truncated on disk
     with pytest.raises(CheckpointError, match="every one is damaged .step_00000004: "

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import tiny_config
+from tests.training.conftest import tiny_config, train_until_crash
 from training.branches import (
     BranchError,
     LaunchWaves,
@@ -149,19 +149,7 @@ def test_a_branch_equals_the_same_schedule_trained_in_one_go(tmp_path, tokenizer
 def test_a_branch_killed_after_it_started_resumes_from_its_own_checkpoint(
         tmp_path, tokenizer_dir, data_dir, monkeypatch):
     train_trunk(tokenizer_dir, data_dir, tmp_path)
-    import training.trainer as trainer
-
-    real = trainer.lr_at_step
-
-    def crash(step, **kwargs):
-        if step == 9:
-            raise KeyboardInterrupt("simulated crash")
-        return real(step, **kwargs)
-
-    monkeypatch.setattr(trainer, "lr_at_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(branch_config(tokenizer_dir, data_dir, tmp_path))
-    monkeypatch.setattr(trainer, "lr_at_step", real)
+    train_until_crash(branch_config(tokenizer_dir, data_dir, tmp_path), monkeypatch, step=9)
     with pytest.raises(FileExistsError, match="--resume"):
         train(branch_config(tokenizer_dir, data_dir, tmp_path))  # its own state: as any run
     train(branch_config(tokenizer_dir, data_dir, tmp_path, "checkpoint.resume=true"))

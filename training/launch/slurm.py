@@ -378,23 +378,22 @@ def launch_slurm(study_dir: str | Path, *, overrides: list[str] | None = None,
         todo=todo)
     for items, indices, dependency in _arrays(todo, in_flight):
         first = launched.jobs[0].job if launched.jobs else "<first array job id>"
+        dependency = dependency.format(first=first) if dependency else None
         command = slurm_submission(study, items, list(sbatch_args), max_parallel,
-                                   accelerate_config_path, indices=indices,
-                                   dependency=dependency and dependency.format(first=first))
+                                   accelerate_config_path, indices=indices, dependency=dependency)
         launched.commands.append(command)
         if not dry_run:
-            runs = [""] * (max(indices or [len(items) - 1]) + 1)
-            for index, (run, _) in zip(indices or range(len(items)), items, strict=True):
+            runs = [""] * (max(indices) + 1)
+            for index, (run, _) in zip(indices, items, strict=True):
                 runs[index] = run.run
             launched.jobs.append(submit(study, command, kind="train", runs=runs,
-                                        after=[dependency.format(first=first).split(":", 1)[1]]
-                                        if dependency else []))
+                                        after=[dependency.split(":", 1)[1]] if dependency else []))
     return launched
 
 
 def _arrays(todo: list[tuple[PlannedRun, Path]], in_flight: dict[str, TaskState]
-            ) -> list[tuple[list, list[int] | None, str | None]]:
-    """The arrays that train ``todo``: (runs, their array indices or None for 0, 1, ...,
+            ) -> list[tuple[list, list[int], str | None]]:
+    """The arrays that train ``todo``: (runs, their array indices,
     sbatch's dependency with ``{first}`` for the first array's job). The first array holds every
     run that waits for nothing; each wave of WSD branches follows it task by task (a trunk's k-th
     branch at the trunk's index, ``aftercorr``); branches whose trunk is already queued or
@@ -410,8 +409,8 @@ def _arrays(todo: list[tuple[PlannedRun, Path]], in_flight: dict[str, TaskState]
         else:
             free.append(item)
     waves = launch_waves(free)
-    arrays = [(waves.first, None, None)] if waves.first else []
+    arrays = [(waves.first, list(range(len(waves.first))), None)] if waves.first else []
     arrays += [([wave[i] for i in sorted(wave)], sorted(wave), "aftercorr:{first}")
                for wave in waves.then]
-    arrays += [(items, None, f"afterok:{task}") for task, items in held.items()]
+    arrays += [(items, list(range(len(items))), f"afterok:{task}") for task, items in held.items()]
     return arrays
